@@ -1,0 +1,429 @@
+//! The agent's configuration: one TOML file, read by `tbot run` and `tbot check-config`.
+//!
+//! Parsing is strict (unknown keys are refused, so a typo never silently falls back to
+//! a default) and every problem names the key it is about. `tbot.example.toml`
+//! documents each key with its default; keep the two in step.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::Deserialize;
+use url::Url;
+
+use crate::naming::NamingRule;
+use crate::protocol::QueueKind;
+
+/// The environment variable whose value, when set, is the agent token.
+pub const TOKEN_ENV: &str = "TBOT_TOKEN";
+
+/// A validated configuration, ready for the agent.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub agent: AgentConfig,
+    pub log: LogConfig,
+    pub queues: Vec<QueueConfig>,
+}
+
+/// How to reach the job side.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub url: Url,
+    pub token: Secret,
+    pub check_interval: Duration,
+    pub heartbeat_interval: Duration,
+}
+
+/// Who this agent is and where it keeps its state.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub name: String,
+    pub state_dir: PathBuf,
+    pub concurrency: usize,
+}
+
+/// Where log lines go and how they look.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+/// Log line format: text for people, JSON for log collectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// One output device and the hotfolder it watches.
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    pub name: String,
+    pub kind: QueueKind,
+    pub hotfolder: PathBuf,
+    pub naming: NamingRule,
+    pub max_file_size: u64,
+}
+
+/// The agent token. It is never printed: `Debug` and `Display` show `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The token itself, for the `Authorization` header and nothing else.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Why a configuration file was refused. Each problem names its key.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "configuration {} is not valid:", self.path.display())?;
+        for problem in &self.problems {
+            write!(f, "\n  - {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    server: RawServer,
+    agent: RawAgent,
+    #[serde(default)]
+    log: RawLog,
+    #[serde(default)]
+    queue: Vec<RawQueue>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    url: String,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+    #[serde(default = "default_check_interval", with = "humantime_serde")]
+    check_interval: Duration,
+    #[serde(default = "default_heartbeat_interval", with = "humantime_serde")]
+    heartbeat_interval: Duration,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    name: String,
+    state_dir: Option<PathBuf>,
+    #[serde(default = "default_concurrency")]
+    concurrency: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    #[serde(default = "default_log_level")]
+    level: String,
+    #[serde(default = "default_log_format")]
+    format: LogFormat,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQueue {
+    name: String,
+    kind: QueueKind,
+    hotfolder: PathBuf,
+    #[serde(default = "default_naming")]
+    naming: String,
+    #[serde(default = "default_max_file_size")]
+    max_file_size: ByteSize,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            level: default_log_level(),
+            format: default_log_format(),
+        }
+    }
+}
+
+fn default_check_interval() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_heartbeat_interval() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_concurrency() -> usize {
+    4
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+fn default_log_format() -> LogFormat {
+    LogFormat::Text
+}
+fn default_naming() -> String {
+    "{order}_{job}_{name}".into()
+}
+fn default_max_file_size() -> ByteSize {
+    ByteSize::gib(20)
+}
+
+/// The configuration file used when `--config` is not given: `/etc/tbot/tbot.toml` for
+/// a Linux service (systemd sets `INVOCATION_ID`), else the platform's config folder.
+pub fn default_config_path() -> PathBuf {
+    if cfg!(target_os = "linux") && std::env::var_os("INVOCATION_ID").is_some() {
+        return PathBuf::from("/etc/tbot/tbot.toml");
+    }
+    project_dirs()
+        .map(|dirs| dirs.config_dir().join("tbot.toml"))
+        .unwrap_or_else(|| PathBuf::from("tbot.toml"))
+}
+
+/// The state folder used when `agent.state_dir` is not set: systemd's
+/// `STATE_DIRECTORY` for a service, else the platform's local data folder.
+fn default_state_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("STATE_DIRECTORY") {
+        return PathBuf::from(dir);
+    }
+    project_dirs()
+        .map(|dirs| dirs.data_local_dir().to_path_buf())
+        .unwrap_or_else(|| PathBuf::from("tbot-state"))
+}
+
+fn project_dirs() -> Option<directories::ProjectDirs> {
+    directories::ProjectDirs::from("", "", "tbot")
+}
+
+impl Config {
+    /// Reads and validates the file at `path`, taking the token from `TBOT_TOKEN`
+    /// when that is set.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let fail = |problem: String| ConfigError {
+            path: path.to_path_buf(),
+            problems: vec![problem],
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| fail(format!("cannot read the file: {err}")))?;
+        let env_token = std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty());
+        Config::parse(&text, env_token).map_err(|problems| ConfigError {
+            path: path.to_path_buf(),
+            problems,
+        })
+    }
+
+    /// Parses and validates configuration text; `env_token` overrides the file's token.
+    pub fn parse(text: &str, env_token: Option<String>) -> Result<Config, Vec<String>> {
+        let raw: RawConfig = toml::from_str(text).map_err(|err| vec![syntax_problem(text, &err)])?;
+        let mut problems = Vec::new();
+
+        let url = check_url(&raw.server.url).map_err(|p| problems.push(p)).ok();
+        let token = resolve_token(&raw.server, env_token)
+            .map_err(|p| problems.push(p))
+            .ok();
+        if raw.server.check_interval.is_zero() {
+            problems.push("server.check_interval must be longer than 0s".into());
+        }
+        if raw.server.heartbeat_interval.is_zero() {
+            problems.push("server.heartbeat_interval must be longer than 0s".into());
+        }
+        if raw.agent.name.trim().is_empty() {
+            problems.push("agent.name must not be empty".into());
+        }
+        if raw.agent.concurrency == 0 {
+            problems.push("agent.concurrency must be at least 1".into());
+        }
+        if tracing_subscriber::EnvFilter::try_new(&raw.log.level).is_err() {
+            problems.push(format!(
+                "log.level {:?} is not a log level (trace, debug, info, warn, error)",
+                raw.log.level
+            ));
+        }
+        let queues = check_queues(&raw.queue, &mut problems);
+
+        match (url, token) {
+            (Some(url), Some(token)) if problems.is_empty() => Ok(Config {
+                server: ServerConfig {
+                    url,
+                    token,
+                    check_interval: raw.server.check_interval,
+                    heartbeat_interval: raw.server.heartbeat_interval,
+                },
+                agent: AgentConfig {
+                    name: raw.agent.name,
+                    state_dir: raw.agent.state_dir.unwrap_or_else(default_state_dir),
+                    concurrency: raw.agent.concurrency,
+                },
+                log: LogConfig {
+                    level: raw.log.level,
+                    format: raw.log.format,
+                },
+                queues,
+            }),
+            _ => Err(problems),
+        }
+    }
+
+    /// The queue called `name`, if this agent serves it.
+    pub fn queue(&self, name: &str) -> Option<&QueueConfig> {
+        self.queues.iter().find(|q| q.name == name)
+    }
+}
+
+/// Turns a TOML error into one problem with its line, column and source line. A line
+/// that mentions the token is not quoted, so a secret never reaches a message.
+fn syntax_problem(text: &str, err: &toml::de::Error) -> String {
+    let message = err.message().trim();
+    let Some(span) = err.span() else {
+        return message.to_string();
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    let source = text.lines().nth(line - 1).unwrap_or("").trim();
+    if source.is_empty() || source.contains("token") {
+        format!("line {line}, column {column}: {message}")
+    } else {
+        format!("line {line}, column {column} (`{source}`): {message}")
+    }
+}
+
+fn check_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text).map_err(|err| format!("server.url {text:?} is not a URL: {err}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "server.url must start with https:// (or http://), not {}://",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("server.url {text:?} has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("server.url must not carry a user name or password; use server.token".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("server.url must not have a query (?...) or fragment (#...)".into());
+    }
+    Ok(url)
+}
+
+fn resolve_token(server: &RawServer, env_token: Option<String>) -> Result<Secret, String> {
+    if server.token.is_some() && server.token_file.is_some() {
+        return Err("set server.token or server.token_file, not both".into());
+    }
+    let token = match (env_token, &server.token, &server.token_file) {
+        (Some(token), _, _) => token,
+        (None, Some(token), _) => token.clone(),
+        (None, None, Some(file)) => std::fs::read_to_string(file)
+            .map_err(|err| format!("server.token_file {}: {err}", file.display()))?
+            .trim()
+            .to_string(),
+        (None, None, None) => {
+            return Err(format!(
+                "no agent token: set server.token, server.token_file or the {TOKEN_ENV} environment variable"
+            ))
+        }
+    };
+    if token.trim().is_empty() {
+        return Err(format!(
+            "the agent token is empty (server.token, server.token_file or {TOKEN_ENV})"
+        ));
+    }
+    if token.chars().any(|c| c.is_control() || c == ' ') {
+        return Err("the agent token contains spaces or control characters".into());
+    }
+    Ok(Secret(token))
+}
+
+fn check_queues(raw: &[RawQueue], problems: &mut Vec<String>) -> Vec<QueueConfig> {
+    if raw.is_empty() {
+        problems.push("no [[queue]] is configured: add at least one".into());
+    }
+    let mut names = HashSet::new();
+    let mut hotfolders = HashSet::new();
+    let mut queues = Vec::new();
+    for (index, queue) in raw.iter().enumerate() {
+        let key = format!("queue[{index}]");
+        if queue.name.trim().is_empty() {
+            problems.push(format!("{key}.name must not be empty"));
+        } else if !names.insert(queue.name.clone()) {
+            problems.push(format!(
+                "{key}.name {:?} is used by an earlier queue; queue names must be unique",
+                queue.name
+            ));
+        }
+        if !queue.hotfolder.is_absolute() {
+            problems.push(format!(
+                "{key}.hotfolder {} must be an absolute path",
+                queue.hotfolder.display()
+            ));
+        } else if !hotfolders.insert(normalize(&queue.hotfolder)) {
+            problems.push(format!(
+                "{key}.hotfolder {} is already the hotfolder of another queue",
+                queue.hotfolder.display()
+            ));
+        }
+        if queue.max_file_size.as_u64() == 0 {
+            problems.push(format!("{key}.max_file_size must be more than 0 bytes"));
+        }
+        match NamingRule::parse(&queue.naming) {
+            Ok(naming) => queues.push(QueueConfig {
+                name: queue.name.clone(),
+                kind: queue.kind,
+                hotfolder: queue.hotfolder.clone(),
+                naming,
+                max_file_size: queue.max_file_size.as_u64(),
+            }),
+            Err(why) => problems.push(format!("{key}.naming {:?}: {why}", queue.naming)),
+        }
+    }
+    queues
+}
+
+/// Lexically normalizes a path (drops `.`, folds `..`, ignores a trailing slash) so that
+/// two spellings of one hotfolder compare equal.
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}

@@ -1,0 +1,9 @@
+//! tbot: the print-floor agent that takes approved jobs from the job side and drops
+//! them, verified and whole, into the hotfolders of printers, CTPs and imposition
+//! systems, plus a small mock of the job side to try and test it on one machine.
+
+pub mod config;
+pub mod mockserver;
+pub mod naming;
+pub mod protocol;
+pub mod shutdown;

@@ -1,0 +1,121 @@
+//! The bundled job side: a small in-memory server that speaks the agent protocol and
+//! lets a person (or a test) create, approve and send jobs, so tbot can be tried and
+//! tested on one machine.
+
+mod agent_api;
+mod api_error;
+mod clock;
+mod file_store;
+pub mod model;
+mod operator_api;
+mod settings;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use anyhow::Context;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+pub use clock::Clock;
+pub use file_store::FileStore;
+pub use settings::{AgentToken, MockSettings, UserEntry};
+
+use crate::shutdown::Shutdown;
+use model::Model;
+
+/// Everything the request handlers share.
+pub struct AppState {
+    model: Mutex<Model>,
+    pub files: FileStore,
+    pub clock: Clock,
+    /// Agent token to the agent's name on this server.
+    agent_tokens: HashMap<String, String>,
+    /// Woken whenever deliveries may have become claimable, to answer long polls.
+    claimable: Notify,
+}
+
+impl AppState {
+    /// Locks the model. A handler that panicked while holding it leaves the state as it
+    /// was at the panic; the mock carries on rather than failing every later request.
+    pub fn model(&self) -> MutexGuard<'_, Model> {
+        self.model.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Wakes long-polling claims after a change that may have made work.
+    pub fn wake_claims(&self) {
+        self.claimable.notify_waiters();
+    }
+}
+
+/// A mock server running on a tokio task.
+pub struct MockServer {
+    pub addr: SocketAddr,
+    pub state: Arc<AppState>,
+    shutdown: Shutdown,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MockServer {
+    /// Binds `listen` and serves until [`MockServer::stop`].
+    pub async fn start(settings: MockSettings, listen: SocketAddr) -> anyhow::Result<MockServer> {
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let addr = listener.local_addr()?;
+        let mut model = Model::new(settings.model.clone());
+        for user in &settings.users {
+            model
+                .add_user(&user.name, &user.profile)
+                .map_err(|err| anyhow::anyhow!(err.message))?;
+        }
+        let state = Arc::new(AppState {
+            model: Mutex::new(model),
+            files: FileStore::default(),
+            clock: Clock::default(),
+            agent_tokens: settings
+                .agents
+                .iter()
+                .map(|agent| (agent.token.expose().to_string(), agent.name.clone()))
+                .collect(),
+            claimable: Notify::new(),
+        });
+        let app = router(state.clone());
+        let shutdown = Shutdown::new();
+        let stopped = shutdown.clone();
+        let task = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stopped.wait().await })
+                .await;
+            if let Err(err) = served {
+                tracing::error!("mock server stopped: {err}");
+            }
+        });
+        Ok(MockServer {
+            addr,
+            state,
+            shutdown,
+            task,
+        })
+    }
+
+    /// The server's base URL, such as `http://127.0.0.1:8470`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting requests and waits for the server task to end.
+    pub async fn stop(self) {
+        self.shutdown.trigger();
+        let _ = self.task.await;
+    }
+}
+
+fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .merge(agent_api::routes())
+        .merge(operator_api::routes())
+        .with_state(state)
+}

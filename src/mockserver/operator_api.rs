@@ -1,0 +1,390 @@
+//! What a person does on the job side, as an HTTP API under `/api/v1/operator`:
+//! create and approve jobs, choose queues, send to production, turn AutoSend on.
+//! `tbot mock ...` drives it from the shell; `docs/api.md` describes it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::api_error::{ApiError, ApiJson};
+use super::file_store::sha256_hex;
+use super::model::{FileLocation, Job, Model, NewFile};
+use super::AppState;
+
+/// The header that names the person acting, for the rules that depend on who it is.
+pub const USER_HEADER: &str = "x-tbot-user";
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/v1/operator/jobs", get(list_jobs).post(create_job))
+        .route("/api/v1/operator/jobs/{id}", get(show_job))
+        .route("/api/v1/operator/jobs/{id}/files/{name}", put(upload_file))
+        .route("/api/v1/operator/jobs/{id}/queues", put(set_job_queues))
+        .route("/api/v1/operator/jobs/{id}/{action}", post(job_action))
+        .route("/api/v1/operator/orders", get(list_orders).post(upsert_order))
+        .route("/api/v1/operator/orders/{number}/queues", put(set_order_queues))
+        .route("/api/v1/operator/orders/{number}/send", post(send_order))
+        .route("/api/v1/operator/send", post(send))
+        .route("/api/v1/operator/queues", get(list_queues))
+        .route("/api/v1/operator/deliveries", get(list_deliveries))
+        .route("/api/v1/operator/settings", get(show_settings).put(change_settings))
+        .route("/api/v1/operator/clock", get(show_clock))
+        .route("/api/v1/operator/clock/advance", post(advance_clock))
+}
+
+/// A file given inline when creating a job. `content` (text) or `content_base64` puts
+/// bytes on this server; `url` points at another host. `size` and `sha256` default to
+/// the content's; giving other values makes a job whose metadata lies, for testing.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSpec {
+    name: String,
+    content: Option<String>,
+    content_base64: Option<String>,
+    url: Option<String>,
+    size: Option<i64>,
+    sha256: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateJob {
+    name: String,
+    order_number: Option<String>,
+    #[serde(default)]
+    queues: Vec<String>,
+    #[serde(default)]
+    files: Vec<FileSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueueChoice {
+    queues: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpsertOrder {
+    number: String,
+    queues: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendRequest {
+    jobs: Vec<String>,
+    /// Absent: each job's preselected queues.
+    queues: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettingsChange {
+    autosend: Option<bool>,
+    #[serde(default, with = "humantime_serde")]
+    queue_ttl: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    lease: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    retry_hold: Option<Duration>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Advance {
+    #[serde(with = "humantime_serde")]
+    by: Duration,
+}
+
+#[derive(Deserialize)]
+struct JobListQuery {
+    group: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct QueueListQuery {
+    #[serde(default)]
+    all: bool,
+}
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
+}
+
+/// A job with its deliveries, as operators see it.
+fn job_view(model: &Model, job: &Job) -> Value {
+    let deliveries: Vec<&super::model::Delivery> =
+        model.deliveries.values().filter(|d| d.job == job.id).collect();
+    let mut view = serde_json::to_value(job).unwrap_or_default();
+    view["deliveries"] = serde_json::to_value(deliveries).unwrap_or_default();
+    view["preselected_queues"] = json!(model.preselected_queues(job));
+    view
+}
+
+async fn list_jobs(State(state): State<Arc<AppState>>, Query(query): Query<JobListQuery>) -> Result<Json<Value>, ApiError> {
+    let model = state.model();
+    let jobs = model.jobs_by_order();
+    match query.group.as_deref() {
+        None => Ok(Json(json!({"jobs": jobs.iter().map(|j| job_view(&model, j)).collect::<Vec<_>>() }))),
+        Some("order_number") => {
+            let mut groups: Vec<Value> = Vec::new();
+            for job in jobs {
+                let same_group = groups
+                    .last()
+                    .is_some_and(|g| g["order_number"] == json!(job.order_number));
+                if !same_group {
+                    groups.push(json!({"order_number": job.order_number, "jobs": []}));
+                }
+                let group = groups.last_mut().expect("pushed above");
+                if let Some(list) = group["jobs"].as_array_mut() {
+                    list.push(job_view(&model, job));
+                }
+            }
+            Ok(Json(json!({ "groups": groups })))
+        }
+        Some(other) => Err(invalid(format!("jobs can be grouped by order_number, not {other:?}"))),
+    }
+}
+
+async fn show_job(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let model = state.model();
+    let job = model
+        .jobs
+        .get(&id)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_job", format!("there is no job {id}")))?;
+    Ok(Json(job_view(&model, job)))
+}
+
+async fn create_job(
+    State(state): State<Arc<AppState>>,
+    ApiJson(request): ApiJson<CreateJob>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let mut new_files = Vec::new();
+    let mut contents = Vec::new();
+    for spec in request.files {
+        let content = match (spec.content, spec.content_base64) {
+            (Some(text), None) => Some(Bytes::from(text)),
+            (None, Some(encoded)) => Some(Bytes::from(
+                base64::engine::general_purpose::STANDARD
+                    .decode(encoded)
+                    .map_err(|err| invalid(format!("file {:?}: content_base64: {err}", spec.name)))?,
+            )),
+            (None, None) => None,
+            (Some(_), Some(_)) => return Err(invalid(format!("file {:?}: give content or content_base64, not both", spec.name))),
+        };
+        let location = match (&content, spec.url) {
+            (Some(_), None) => FileLocation::Stored,
+            (None, Some(url)) => FileLocation::External(url),
+            _ => return Err(invalid(format!("file {:?}: give either content or url", spec.name))),
+        };
+        let size = match (spec.size, &content) {
+            (Some(size), _) => size,
+            (None, Some(bytes)) => bytes.len() as i64,
+            (None, None) => return Err(invalid(format!("file {:?}: a file behind a url needs size", spec.name))),
+        };
+        let sha256 = match (spec.sha256, &content) {
+            (Some(sha), _) => sha,
+            (None, Some(bytes)) => sha256_hex(bytes),
+            (None, None) => return Err(invalid(format!("file {:?}: a file behind a url needs sha256", spec.name))),
+        };
+        contents.push(content);
+        new_files.push(NewFile {
+            name: spec.name,
+            size,
+            sha256,
+            location,
+        });
+    }
+    let mut model = state.model();
+    let job = model.create_job(&request.name, request.order_number.as_deref(), request.queues, new_files)?;
+    for (file, content) in job.files.iter().zip(contents) {
+        if let Some(bytes) = content {
+            state.files.put(&file.id, bytes);
+        }
+    }
+    let job = job.clone();
+    Ok((StatusCode::CREATED, Json(job_view(&model, &job))))
+}
+
+/// Uploads one file's bytes to a job; size and SHA-256 are computed here.
+async fn upload_file(
+    State(state): State<Arc<AppState>>,
+    Path((id, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let file = state.model().add_file(
+        &id,
+        NewFile {
+            name,
+            size: body.len() as i64,
+            sha256: sha256_hex(&body),
+            location: FileLocation::Stored,
+        },
+    )?;
+    state.files.put(&file.id, body);
+    Ok((StatusCode::CREATED, Json(serde_json::to_value(file).unwrap_or_default())))
+}
+
+async fn job_action(
+    State(state): State<Arc<AppState>>,
+    Path((id, action)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let now = state.clock.now();
+    let mut model = state.model();
+    match action.as_str() {
+        "request-approval" => model.request_approval(&id)?,
+        "approve" => model.approve(&id, now)?,
+        "hold" => model.hold(&id)?,
+        "archive" => model.archive(&id)?,
+        other => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_action",
+                format!("jobs have no action {other:?} (request-approval, approve, hold, archive)"),
+            ))
+        }
+    }
+    let view = job_view(&model, &model.jobs[&id]);
+    drop(model);
+    state.wake_claims();
+    Ok(Json(view))
+}
+
+async fn set_job_queues(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    ApiJson(choice): ApiJson<QueueChoice>,
+) -> Result<Json<Value>, ApiError> {
+    let now = state.clock.now();
+    let mut model = state.model();
+    model.set_job_queues(&id, choice.queues, now)?;
+    let view = job_view(&model, &model.jobs[&id]);
+    drop(model);
+    state.wake_claims();
+    Ok(Json(view))
+}
+
+async fn list_orders(State(state): State<Arc<AppState>>) -> Json<Value> {
+    Json(json!({ "orders": state.model().orders.values().collect::<Vec<_>>() }))
+}
+
+async fn upsert_order(State(state): State<Arc<AppState>>, ApiJson(request): ApiJson<UpsertOrder>) -> Result<Json<Value>, ApiError> {
+    if request.number.trim().is_empty() {
+        return Err(invalid("an order needs a number"));
+    }
+    let now = state.clock.now();
+    let mut model = state.model();
+    match request.queues {
+        Some(queues) => model.set_order_queues(&request.number, queues, now),
+        None => {
+            model.upsert_order(&request.number, None);
+        }
+    }
+    let view = json!(model.orders[&request.number]);
+    drop(model);
+    state.wake_claims();
+    Ok(Json(view))
+}
+
+async fn set_order_queues(
+    State(state): State<Arc<AppState>>,
+    Path(number): Path<String>,
+    ApiJson(choice): ApiJson<QueueChoice>,
+) -> Json<Value> {
+    let now = state.clock.now();
+    let mut model = state.model();
+    model.set_order_queues(&number, choice.queues, now);
+    let view = json!(model.orders[&number]);
+    drop(model);
+    state.wake_claims();
+    Json(view)
+}
+
+async fn send_order(State(state): State<Arc<AppState>>, Path(number): Path<String>) -> Result<Json<Value>, ApiError> {
+    state.model().send_order(&number)?;
+    Ok(Json(json!({})))
+}
+
+/// Send to Production (or Send Again) for one or many jobs, as the user named in the
+/// `X-Tbot-User` header. Answers per job.
+async fn send(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<SendRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let user = headers
+        .get(USER_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "no_user", "name the user acting in the X-Tbot-User header"))?;
+    let now = state.clock.now();
+    let results = state
+        .model()
+        .send(user, &request.jobs, request.queues.as_deref(), now)?;
+    state.wake_claims();
+    Ok(Json(json!({ "results": results })))
+}
+
+async fn list_queues(State(state): State<Arc<AppState>>, Query(query): Query<QueueListQuery>) -> Json<Value> {
+    let now = state.clock.now();
+    let model = state.model();
+    let queues: Vec<Value> = model
+        .queues
+        .values()
+        .map(|queue| (queue, model.is_connected(queue, now)))
+        .filter(|(_, connected)| query.all || *connected)
+        .map(|(queue, connected)| {
+            let mut view = json!(queue);
+            view["connected"] = json!(connected);
+            view
+        })
+        .collect();
+    Json(json!({ "queues": queues }))
+}
+
+async fn list_deliveries(State(state): State<Arc<AppState>>) -> Json<Value> {
+    Json(json!({ "deliveries": state.model().deliveries.values().collect::<Vec<_>>() }))
+}
+
+async fn show_settings(State(state): State<Arc<AppState>>) -> Json<Value> {
+    Json(json!(state.model().settings))
+}
+
+async fn change_settings(State(state): State<Arc<AppState>>, ApiJson(change): ApiJson<SettingsChange>) -> Json<Value> {
+    let now = state.clock.now();
+    let mut model = state.model();
+    if let Some(ttl) = change.queue_ttl {
+        model.settings.queue_ttl = ttl;
+    }
+    if let Some(lease) = change.lease {
+        model.settings.lease = lease;
+    }
+    if let Some(hold) = change.retry_hold {
+        model.settings.retry_hold = hold;
+    }
+    if let Some(on) = change.autosend {
+        model.set_autosend(on, now);
+    }
+    let view = json!(model.settings);
+    drop(model);
+    state.wake_claims();
+    Json(view)
+}
+
+async fn show_clock(State(state): State<Arc<AppState>>) -> Json<Value> {
+    Json(json!({ "now": state.clock.now().format(&time::format_description::well_known::Rfc3339).unwrap_or_default() }))
+}
+
+async fn advance_clock(State(state): State<Arc<AppState>>, ApiJson(advance): ApiJson<Advance>) -> Json<Value> {
+    state.clock.advance(advance.by);
+    state.wake_claims();
+    show_clock(State(state)).await
+}

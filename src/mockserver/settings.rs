@@ -1,0 +1,122 @@
+//! What the mock server is started with: agent tokens, users and rules, from flags or a
+//! small TOML file (see `docs/api.md`, "Starting the mock server").
+
+use std::path::Path;
+
+use anyhow::Context;
+use serde::Deserialize;
+
+use super::model::Settings;
+use crate::config::Secret;
+
+/// One agent the server accepts, known by its token.
+#[derive(Debug, Clone)]
+pub struct AgentToken {
+    pub name: String,
+    pub token: Secret,
+}
+
+/// One person who drives the server, with a profile such as `site_owner`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserEntry {
+    pub name: String,
+    pub profile: String,
+}
+
+/// The mock server's start-up settings.
+#[derive(Debug, Clone)]
+pub struct MockSettings {
+    pub model: Settings,
+    pub agents: Vec<AgentToken>,
+    pub users: Vec<UserEntry>,
+}
+
+impl Default for MockSettings {
+    /// No agents, the rules of a real server, and two users: `owner`, a site owner
+    /// who may send to production, and `designer`, who may not.
+    fn default() -> Self {
+        MockSettings {
+            model: Settings::default(),
+            agents: Vec::new(),
+            users: vec![
+                UserEntry {
+                    name: "owner".into(),
+                    profile: "site_owner".into(),
+                },
+                UserEntry {
+                    name: "designer".into(),
+                    profile: "designer".into(),
+                },
+            ],
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    autosend: bool,
+    #[serde(default, with = "humantime_serde")]
+    queue_ttl: Option<std::time::Duration>,
+    #[serde(default, with = "humantime_serde")]
+    lease: Option<std::time::Duration>,
+    #[serde(default, with = "humantime_serde")]
+    retry_hold: Option<std::time::Duration>,
+    #[serde(default)]
+    agent: Vec<RawAgent>,
+    #[serde(default)]
+    user: Vec<UserEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    name: String,
+    token: String,
+}
+
+impl MockSettings {
+    /// Reads a mock server file: `autosend`, `queue_ttl`, `lease`, `retry_hold`,
+    /// `[[agent]] name/token` and `[[user]] name/profile`. Users in the file replace the
+    /// default ones.
+    pub fn load(path: &Path) -> anyhow::Result<MockSettings> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read mock server file {}", path.display()))?;
+        let raw: RawFile = toml::from_str(&text)
+            .map_err(|err| anyhow::anyhow!("mock server file {}: {}", path.display(), err.message()))?;
+        let mut settings = MockSettings::default();
+        settings.model.autosend = raw.autosend;
+        if let Some(ttl) = raw.queue_ttl {
+            settings.model.queue_ttl = ttl;
+        }
+        if let Some(lease) = raw.lease {
+            settings.model.lease = lease;
+        }
+        if let Some(hold) = raw.retry_hold {
+            settings.model.retry_hold = hold;
+        }
+        settings.agents = raw
+            .agent
+            .into_iter()
+            .map(|agent| AgentToken {
+                name: agent.name,
+                token: Secret::new(agent.token),
+            })
+            .collect();
+        if !raw.user.is_empty() {
+            settings.users = raw.user;
+        }
+        Ok(settings)
+    }
+
+    /// Accepts one more agent token, named `agent-N` in the order given.
+    pub fn add_agent_token(&mut self, token: &str) {
+        let name = format!("agent-{}", self.agents.len() + 1);
+        self.agents.push(AgentToken {
+            name,
+            token: Secret::new(token),
+        });
+    }
+}

@@ -1,0 +1,165 @@
+//! Wire types of the agent protocol, version 1 (`docs/api.md`, from `PROTOCOL.md`).
+//!
+//! Both halves use these types, so the agent and the bundled job side cannot drift
+//! apart. Times travel as RFC 3339 in UTC; unknown fields are ignored on both sides.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// Path prefix of every agent endpoint.
+pub const AGENT_API: &str = "/api/v1/agent";
+
+/// What kind of output device sits behind a queue's hotfolder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueKind {
+    Printer,
+    Ctp,
+    Imposition,
+    Other,
+}
+
+/// Whether the agent can drop files into a queue right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueStatus {
+    Ready,
+    Unavailable,
+    Stalled,
+}
+
+/// One queue as announced in a heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnnouncedQueue {
+    pub name: String,
+    pub kind: QueueKind,
+    pub status: QueueStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// `POST /heartbeat` body: who the agent is and which queues it serves.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeartbeatRequest {
+    pub agent: String,
+    pub version: String,
+    pub queues: Vec<AnnouncedQueue>,
+}
+
+/// `POST /heartbeat` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeartbeatResponse {
+    #[serde(with = "time::serde::rfc3339")]
+    pub server_time: OffsetDateTime,
+    #[serde(default)]
+    pub check_interval_s: Option<u64>,
+}
+
+/// `POST /claim` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClaimRequest {
+    pub queues: Vec<String>,
+    pub max: u32,
+    #[serde(default)]
+    pub wait_s: u64,
+}
+
+/// `POST /claim` answer: the deliveries now leased to this agent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClaimResponse {
+    pub deliveries: Vec<Delivery>,
+}
+
+/// One job's files going to one queue, once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub id: String,
+    pub queue: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub lease_expires_at: OffsetDateTime,
+    pub job: DeliveryJob,
+    pub files: Vec<DeliveryFile>,
+}
+
+/// The job a delivery belongs to, as far as naming the dropped files needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryJob {
+    pub id: String,
+    pub name: String,
+    pub order_number: Option<String>,
+    pub send_count: u32,
+}
+
+/// One file of a delivery. `size` is signed on purpose: a negative size from a broken
+/// server must reach the agent's checks and be refused by name, not fail to parse.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryFile {
+    pub name: String,
+    pub size: i64,
+    pub sha256: String,
+    pub url: String,
+}
+
+/// `POST /deliveries/{id}/renew` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RenewResponse {
+    #[serde(with = "time::serde::rfc3339")]
+    pub lease_expires_at: OffsetDateTime,
+}
+
+/// `POST /deliveries/{id}/complete` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompleteRequest {
+    pub files: Vec<DroppedFile>,
+}
+
+/// Where one verified file ended up, relative to the queue's hotfolder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DroppedFile {
+    pub name: String,
+    pub sha256: String,
+    pub path: String,
+}
+
+/// `POST /deliveries/{id}/complete` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CompleteResponse {
+    pub job_state: String,
+}
+
+/// `POST /deliveries/{id}/fail` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailRequest {
+    pub reason: String,
+    pub retryable: bool,
+}
+
+/// What happened to a dropped file after the drop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileEvent {
+    PickedUp,
+    Stalled,
+}
+
+/// `POST /deliveries/{id}/events` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventRequest {
+    pub event: FileEvent,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub path: String,
+}
+
+/// The body of every 4xx and 5xx answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// Machine-readable code and human-readable message of an error answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+}
