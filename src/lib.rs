@@ -7,3 +7,7 @@ pub mod mockserver;
 pub mod naming;
 pub mod protocol;
 pub mod shutdown;
+pub mod agent;
+pub mod demo;
+pub mod logging;
+pub mod operator_client;

@@ -1,1 +1,338 @@
-fn main() {}
+//! The `tbot` command: the agent daemon, its configuration check, the bundled mock job
+//! side, a client to drive that mock from the shell, and the demo.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use serde_json::{json, Value};
+
+use tbot::agent::Agent;
+use tbot::config::{default_config_path, Config, LogFormat};
+use tbot::mockserver::{MockServer, MockSettings, UserEntry};
+use tbot::operator_client::OperatorClient;
+use tbot::shutdown::Shutdown;
+
+#[derive(Parser)]
+#[command(name = "tbot", version, about = "Takes approved print jobs from the job side and drops them, verified and whole, into device hotfolders")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent until SIGTERM or Ctrl-C.
+    Run {
+        /// Configuration file [default: the platform's standard path]
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Check a configuration file and exit: 0 when it is valid.
+    CheckConfig {
+        /// Configuration file [default: the platform's standard path]
+        path: Option<PathBuf>,
+    },
+    /// Run the bundled mock job side (in memory) for trying tbot out.
+    MockServer(MockServerArgs),
+    /// Do what a person does on the mock job side: create, approve, send jobs...
+    Mock(MockArgs),
+    /// Show jobs travelling from the mock job side into three hotfolders, verified.
+    Demo {
+        /// Folder for the demo's hotfolders, state and configuration.
+        #[arg(long, default_value = "tbot-demo")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct MockServerArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8470")]
+    listen: SocketAddr,
+    /// A TOML file with agents, users and rules (see docs/api.md).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Accept this agent token (repeat for more agents).
+    #[arg(long = "agent-token", env = "TBOT_MOCK_AGENT_TOKEN", value_delimiter = ',')]
+    agent_tokens: Vec<String>,
+    /// Add a user as NAME=PROFILE, such as alice=site_owner (repeatable).
+    #[arg(long = "user", value_parser = parse_user)]
+    users: Vec<UserEntry>,
+    /// Turn AutoSend on from the start.
+    #[arg(long)]
+    autosend: bool,
+    /// A queue with no heartbeat for this long cannot be chosen.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    queue_ttl: Option<Duration>,
+    /// How long a claim leases a delivery.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    lease: Option<Duration>,
+}
+
+#[derive(clap::Args)]
+struct MockArgs {
+    /// The mock server's URL.
+    #[arg(long, default_value = "http://127.0.0.1:8470", env = "TBOT_MOCK_URL")]
+    server: String,
+    /// The user acting (sending needs a profile with the send-to-production permission).
+    #[arg(long, default_value = "owner")]
+    user: String,
+    #[command(subcommand)]
+    action: MockAction,
+}
+
+#[derive(Subcommand)]
+enum MockAction {
+    /// List jobs, sorted by order number.
+    Jobs {
+        /// Group the list by order number.
+        #[arg(long)]
+        group: bool,
+    },
+    /// Show one job with its deliveries.
+    Job { id: String },
+    /// Create a job with files from disk.
+    CreateJob {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        order: Option<String>,
+        /// Queue preselected for this job (repeatable).
+        #[arg(long = "queue")]
+        queues: Vec<String>,
+        /// A production file to upload (repeatable).
+        #[arg(long = "file")]
+        files: Vec<PathBuf>,
+    },
+    /// Move a job in progress to awaiting approval.
+    RequestApproval { id: String },
+    /// Approve a job (with AutoSend on, it goes to production).
+    Approve { id: String },
+    /// Put a job on hold.
+    Hold { id: String },
+    /// Archive a job.
+    Archive { id: String },
+    /// Set the queues preselected for a job.
+    SetQueues {
+        id: String,
+        #[arg(long = "queue")]
+        queues: Vec<String>,
+    },
+    /// Create an order or set the queues preselected for its jobs.
+    Order {
+        number: String,
+        #[arg(long = "queue")]
+        queues: Vec<String>,
+    },
+    /// Send to Production (or Send Again) one or more jobs.
+    Send {
+        #[arg(required = true)]
+        jobs: Vec<String>,
+        /// Queues to send to; without any, each job's preselected queues.
+        #[arg(long = "queue")]
+        queues: Vec<String>,
+    },
+    /// Try to send a whole order (always refused: only jobs go to production).
+    SendOrder { number: String },
+    /// List the queues a person can choose (connected ones; --all for every one).
+    Queues {
+        #[arg(long)]
+        all: bool,
+    },
+    /// List every delivery and its state.
+    Deliveries,
+    /// Turn AutoSend on or off.
+    Autosend {
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
+    /// Move the server's clock forward, such as `49h`.
+    AdvanceClock {
+        #[arg(value_parser = humantime::parse_duration)]
+        by: Duration,
+    },
+}
+
+fn parse_user(text: &str) -> Result<UserEntry, String> {
+    let (name, profile) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not NAME=PROFILE"))?;
+    Ok(UserEntry {
+        name: name.to_string(),
+        profile: profile.to_string(),
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("tbot: cannot start: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("tbot: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Run { config } => run_agent(&config.unwrap_or_else(default_config_path)).await,
+        Command::CheckConfig { path } => Ok(check_config(&path.unwrap_or_else(default_config_path))),
+        Command::MockServer(args) => mock_server(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Mock(args) => mock(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Demo { dir } => {
+            // The agent's steps are the show; the mock server's own lines would be noise.
+            tbot::logging::init("info,tbot::mockserver=warn", LogFormat::Text);
+            tbot::demo::run(&dir).await.map(|()| ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn check_config(path: &Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(config) => {
+            println!(
+                "{}: valid; agent {} serves {} queue(s) from {}",
+                path.display(),
+                config.agent.name,
+                config.queues.len(),
+                config.server.url
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("tbot: {err}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run_agent(path: &Path) -> anyhow::Result<ExitCode> {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("tbot: {err}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    tbot::logging::init(&config.log.level, config.log.format);
+    std::fs::create_dir_all(&config.agent.state_dir).with_context(|| {
+        format!("cannot create agent.state_dir {}", config.agent.state_dir.display())
+    })?;
+    let shutdown = Shutdown::new();
+    stop_on_signals(shutdown.clone())?;
+    Agent::new(config, shutdown)?.run().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Triggers `shutdown` on SIGTERM (systemd's stop) and SIGINT (Ctrl-C).
+fn stop_on_signals(shutdown: Shutdown) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = int.recv() => tracing::info!("SIGINT received"),
+            }
+            shutdown.trigger();
+        });
+    }
+    #[cfg(not(unix))]
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            shutdown.trigger();
+        }
+    });
+    Ok(())
+}
+
+async fn mock_server(args: MockServerArgs) -> anyhow::Result<()> {
+    tbot::logging::init("info", LogFormat::Text);
+    let mut settings = match &args.config {
+        Some(path) => MockSettings::load(path)?,
+        None => MockSettings::default(),
+    };
+    for token in &args.agent_tokens {
+        settings.add_agent_token(token);
+    }
+    if !args.users.is_empty() {
+        settings.users = args.users;
+    }
+    settings.model.autosend |= args.autosend;
+    if let Some(ttl) = args.queue_ttl {
+        settings.model.queue_ttl = ttl;
+    }
+    if let Some(lease) = args.lease {
+        settings.model.lease = lease;
+    }
+    if settings.agents.is_empty() {
+        anyhow::bail!("no agent token: give --agent-token TOKEN (or [[agent]] in --config) so an agent can connect");
+    }
+    let users: Vec<String> = settings.users.iter().map(|u| format!("{} ({})", u.name, u.profile)).collect();
+    let server = MockServer::start(settings, args.listen).await?;
+    println!("tbot mock server listening on {}", server.url());
+    println!("users: {}", users.join(", "));
+    let shutdown = Shutdown::new();
+    stop_on_signals(shutdown.clone())?;
+    shutdown.wait().await;
+    server.stop().await;
+    Ok(())
+}
+
+async fn mock(args: MockArgs) -> anyhow::Result<()> {
+    let client = OperatorClient::new(&args.server, &args.user)?;
+    let answer: Value = match args.action {
+        MockAction::Jobs { group } => client.get(if group { "/jobs?group=order_number" } else { "/jobs" }).await?,
+        MockAction::Job { id } => client.get(&format!("/jobs/{id}")).await?,
+        MockAction::CreateJob { name, order, queues, files } => {
+            let id = client.create_job(&name, order.as_deref(), &queues).await?;
+            for path in files {
+                let file_name = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .with_context(|| format!("{} has no usable file name", path.display()))?
+                    .to_string();
+                let bytes = tokio::fs::read(&path)
+                    .await
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                client.upload(&id, &file_name, bytes).await?;
+            }
+            client.get(&format!("/jobs/{id}")).await?
+        }
+        MockAction::RequestApproval { id } => client.post(&format!("/jobs/{id}/request-approval"), json!({})).await?,
+        MockAction::Approve { id } => client.post(&format!("/jobs/{id}/approve"), json!({})).await?,
+        MockAction::Hold { id } => client.post(&format!("/jobs/{id}/hold"), json!({})).await?,
+        MockAction::Archive { id } => client.post(&format!("/jobs/{id}/archive"), json!({})).await?,
+        MockAction::SetQueues { id, queues } => client.put(&format!("/jobs/{id}/queues"), json!({ "queues": queues })).await?,
+        MockAction::Order { number, queues } => client.post("/orders", json!({"number": number, "queues": queues})).await?,
+        MockAction::Send { jobs, queues } => {
+            let chosen = (!queues.is_empty()).then_some(queues.as_slice());
+            client.send(&jobs, chosen).await?
+        }
+        MockAction::SendOrder { number } => client.post(&format!("/orders/{number}/send"), json!({})).await?,
+        MockAction::Queues { all } => client.get(if all { "/queues?all=true" } else { "/queues" }).await?,
+        MockAction::Deliveries => client.get("/deliveries").await?,
+        MockAction::Autosend { state } => client.put("/settings", json!({ "autosend": state == "on" })).await?,
+        MockAction::AdvanceClock { by } => {
+            client
+                .post("/clock/advance", json!({ "by": humantime::format_duration(by).to_string() }))
+                .await?
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&answer)?);
+    Ok(())
+}

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -19,6 +19,9 @@ use super::file_store::sha256_hex;
 use super::model::{FileLocation, Job, Model, NewFile};
 use super::AppState;
 
+/// Largest file a person can upload to the in-memory mock server.
+const MAX_UPLOAD: usize = 4 * 1024 * 1024 * 1024;
+
 /// The header that names the person acting, for the rules that depend on who it is.
 pub const USER_HEADER: &str = "x-tbot-user";
 
@@ -26,7 +29,10 @@ pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/api/v1/operator/jobs", get(list_jobs).post(create_job))
         .route("/api/v1/operator/jobs/{id}", get(show_job))
-        .route("/api/v1/operator/jobs/{id}/files/{name}", put(upload_file))
+        .route(
+            "/api/v1/operator/jobs/{id}/files/{name}",
+            put(upload_file).layer(DefaultBodyLimit::max(MAX_UPLOAD)),
+        )
         .route("/api/v1/operator/jobs/{id}/queues", put(set_job_queues))
         .route("/api/v1/operator/jobs/{id}/{action}", post(job_action))
         .route("/api/v1/operator/orders", get(list_orders).post(upsert_order))

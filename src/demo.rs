@@ -1,0 +1,303 @@
+//! `tbot demo`: the whole path on one machine. Starts the bundled job side, creates
+//! hotfolders for a printer, a CTP and an imposition system, sends sample jobs (one by
+//! AutoSend, one sent again), runs the agent until every delivery is complete and
+//! prints what landed where, each file's checksum checked again on disk.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::agent::Agent;
+use crate::config::Config;
+use crate::mockserver::{MockServer, MockSettings};
+use crate::operator_client::OperatorClient;
+use crate::shutdown::Shutdown;
+
+/// Marks a folder as the demo's own, so a second run may clear its hotfolders.
+const MARKER: &str = ".tbot-demo";
+
+/// How long the demo waits for the deliveries before it gives up.
+const DEADLINE: Duration = Duration::from_secs(120);
+
+const DEMO_TOKEN: &str = "demo-agent-token";
+
+/// The demo's queues: name, kind, hotfolder folder name.
+const QUEUES: [(&str, &str); 3] = [
+    ("indigo-7900", "printer"),
+    ("trendsetter-ctp", "ctp"),
+    ("prinergy-imposition", "imposition"),
+];
+
+/// Runs the demo in `dir` and prints the table of drops.
+pub async fn run(dir: &Path) -> anyhow::Result<()> {
+    let started = Instant::now();
+    prepare_dir(dir)?;
+    let mut settings = MockSettings::default();
+    settings.add_agent_token(DEMO_TOKEN);
+    settings.model.retry_hold = Duration::from_secs(1);
+    let server = MockServer::start(settings, SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    println!("job side (mock server) listening on {}", server.url());
+
+    let config_path = dir.join("tbot.toml");
+    std::fs::write(&config_path, agent_config(dir, &server.url()))
+        .with_context(|| format!("cannot write {}", config_path.display()))?;
+    let config = Config::load(&config_path)?;
+    println!("agent configuration written to {}", config_path.display());
+    let shutdown = Shutdown::new();
+    let agent = Agent::new(config, shutdown.clone())?;
+    let agent_task = tokio::spawn(agent.run());
+
+    let result = drive(&server, dir).await;
+    shutdown.trigger();
+    agent_task.await??;
+    server.stop().await;
+    let rows = result?;
+    print_table(&rows);
+    let bad = rows.iter().filter(|row| !row.verified).count();
+    println!(
+        "\n{} files in {} deliveries, {} verified, in {:.1} s. Hotfolders: {}",
+        rows.len(),
+        rows.iter().map(|r| &r.delivery).collect::<std::collections::BTreeSet<_>>().len(),
+        rows.len() - bad,
+        started.elapsed().as_secs_f64(),
+        dir.join("hotfolders").display()
+    );
+    if bad > 0 {
+        bail!("{bad} dropped files do not match their checksum");
+    }
+    Ok(())
+}
+
+/// Creates the demo folder, or clears the hotfolders of an earlier demo in it.
+fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
+    let is_ours = dir.join(MARKER).exists();
+    let is_empty = std::fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(true);
+    if !is_ours && !is_empty {
+        bail!(
+            "{} already exists and is not a tbot demo folder; choose another with --dir",
+            dir.display()
+        );
+    }
+    let hotfolders = dir.join("hotfolders");
+    if hotfolders.exists() {
+        std::fs::remove_dir_all(&hotfolders)
+            .with_context(|| format!("cannot clear {}", hotfolders.display()))?;
+    }
+    for (queue, _) in QUEUES {
+        std::fs::create_dir_all(hotfolders.join(queue))
+            .with_context(|| format!("cannot create a hotfolder in {}", hotfolders.display()))?;
+    }
+    std::fs::create_dir_all(dir.join("state"))?;
+    std::fs::write(dir.join(MARKER), "made by tbot demo\n")?;
+    Ok(())
+}
+
+fn agent_config(dir: &Path, server_url: &str) -> String {
+    let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let mut text = format!(
+        "# Written by `tbot demo`: the agent's configuration for the demo's mock server.\n\
+         [server]\nurl = \"{server_url}\"\ntoken = \"{DEMO_TOKEN}\"\ncheck_interval = \"1s\"\n\n\
+         [agent]\nname = \"demo-floor\"\nstate_dir = {state:?}\nconcurrency = 4\n",
+        state = dir.join("state").display().to_string(),
+    );
+    for (queue, kind) in QUEUES {
+        text.push_str(&format!(
+            "\n[[queue]]\nname = \"{queue}\"\nkind = \"{kind}\"\nhotfolder = {:?}\nnaming = \"{{order}}_{{job}}_{{name}}\"\n",
+            dir.join("hotfolders").join(queue).display().to_string()
+        ));
+    }
+    text
+}
+
+/// Deterministic sample bytes that look like a file of the given kind.
+fn sample_file(header: &[u8], size: usize, seed: u64) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(size);
+    bytes.extend_from_slice(&header[..header.len().min(size)]);
+    let mut state = seed;
+    while bytes.len() < size {
+        // splitmix64: fast, and different for every seed.
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        let take = (size - bytes.len()).min(8);
+        bytes.extend_from_slice(&z.to_le_bytes()[..take]);
+    }
+    bytes
+}
+
+/// Does what the people on the job side do, then waits for the agent.
+async fn drive(server: &MockServer, dir: &Path) -> anyhow::Result<Vec<Row>> {
+    let owner = OperatorClient::new(&server.url(), "owner")?;
+    wait_for(|| async {
+        let queues = owner.get("/queues").await?;
+        Ok(queues["queues"].as_array().map_or(0, Vec::len) == QUEUES.len())
+    })
+    .await
+    .context("the agent's queues never connected")?;
+    println!("agent connected: {} queues announced", QUEUES.len());
+
+    let pdf = b"%PDF-1.7\n";
+    let tiff = b"II*\0";
+    owner.post("/orders", json!({"number": "MC-5521", "queues": ["indigo-7900"]})).await?;
+    let cards = owner.create_job("Business cards - Smith", Some("MC-5521"), &[]).await?;
+    owner.upload(&cards, "cards-front.pdf", sample_file(pdf, 180_000, 1)).await?;
+    owner.upload(&cards, "cards-back.pdf", sample_file(pdf, 150_000, 2)).await?;
+    let brochure_queues = ["indigo-7900".to_string(), "prinergy-imposition".to_string()];
+    let brochure = owner.create_job("Brochure A4 - spring", Some("MC-5521"), &brochure_queues).await?;
+    owner.upload(&brochure, "brochure.pdf", sample_file(pdf, 60 * 1024 * 1024, 3)).await?;
+    owner.upload(&brochure, "brochure-cover.pdf", sample_file(pdf, 2_000_000, 4)).await?;
+    let plates = owner
+        .create_job("Poster plates", Some("MC-5522"), &["trendsetter-ctp".to_string()])
+        .await?;
+    for (index, colour) in ["cyan", "magenta", "yellow", "black"].iter().enumerate() {
+        owner
+            .upload(&plates, &format!("poster-{colour}.tif"), sample_file(tiff, 3_000_000, 10 + index as u64))
+            .await?;
+    }
+    println!("created orders MC-5521 ({cards}, {brochure}) and MC-5522 ({plates})");
+
+    for job in [&cards, &brochure] {
+        owner.post(&format!("/jobs/{job}/approve"), json!({})).await?;
+    }
+    let sent = owner.send(&[cards.clone(), brochure.clone()], None).await?;
+    for result in sent["results"].as_array().into_iter().flatten() {
+        println!("send to production {}: {}", result["job"], if result["ok"] == json!(true) { "marked for download" } else { "refused" });
+    }
+    owner.put("/settings", json!({"autosend": true})).await?;
+    owner.post(&format!("/jobs/{plates}/approve"), json!({})).await?;
+    println!("AutoSend on: {plates} went to production when it was approved");
+
+    wait_for(|| async { Ok(owner.get(&format!("/jobs/{cards}")).await?["state"] == json!("sent_to_production")) })
+        .await
+        .context("the business cards never reached the printer")?;
+    let again = owner.send(std::slice::from_ref(&cards), Some(&["indigo-7900".to_string()])).await?;
+    if again["results"][0]["ok"] != json!(true) {
+        bail!("Send Again was refused: {}", again["results"][0]["error"]);
+    }
+    println!("send again {cards}: a second copy goes to indigo-7900");
+
+    wait_for(|| async {
+        let deliveries = owner.get("/deliveries").await?;
+        let all = deliveries["deliveries"].as_array().cloned().unwrap_or_default();
+        if let Some(failed) = all.iter().find(|d| d["state"] == json!("failed")) {
+            bail!("delivery {} failed: {}", failed["id"], failed["reason"]);
+        }
+        Ok(all.iter().all(|d| d["state"] == json!("completed")))
+    })
+    .await?;
+    table_rows(&owner, &dir.join("hotfolders")).await
+}
+
+/// Polls `check` every 100 ms until it says yes, or fails after [`DEADLINE`].
+async fn wait_for<F, Fut>(mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = Instant::now() + DEADLINE;
+    while !check().await? {
+        if Instant::now() > deadline {
+            bail!("gave up waiting after {} s", DEADLINE.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// One dropped file in the demo's table.
+struct Row {
+    order: String,
+    job: String,
+    delivery: String,
+    queue: String,
+    file: String,
+    path: PathBuf,
+    verified: bool,
+}
+
+/// Reads every completed delivery and hashes each dropped file again on disk.
+async fn table_rows(owner: &OperatorClient, hotfolders: &Path) -> anyhow::Result<Vec<Row>> {
+    let jobs = owner.get("/jobs").await?;
+    let mut expected: BTreeMap<(String, String), String> = BTreeMap::new();
+    let mut orders: BTreeMap<String, String> = BTreeMap::new();
+    for job in jobs["jobs"].as_array().into_iter().flatten() {
+        let id = job["id"].as_str().unwrap_or_default().to_string();
+        orders.insert(id.clone(), job["order_number"].as_str().unwrap_or("-").to_string());
+        for file in job["files"].as_array().into_iter().flatten() {
+            expected.insert(
+                (id.clone(), file["name"].as_str().unwrap_or_default().to_string()),
+                file["sha256"].as_str().unwrap_or_default().to_string(),
+            );
+        }
+    }
+    let deliveries = owner.get("/deliveries").await?;
+    let mut rows = Vec::new();
+    for delivery in deliveries["deliveries"].as_array().into_iter().flatten() {
+        let job = delivery["job"].as_str().unwrap_or_default().to_string();
+        let queue = delivery["queue"].as_str().unwrap_or_default().to_string();
+        for file in delivery["files"].as_array().into_iter().flatten() {
+            let name = file["name"].as_str().unwrap_or_default().to_string();
+            let path = hotfolders
+                .join(&queue)
+                .join(file["path"].as_str().unwrap_or_default());
+            let want = expected.get(&(job.clone(), name.clone())).cloned().unwrap_or_default();
+            let verified = sha256_of_file(&path).is_ok_and(|have| have == want);
+            rows.push(Row {
+                order: orders.get(&job).cloned().unwrap_or_default(),
+                job: job.clone(),
+                delivery: delivery["id"].as_str().unwrap_or_default().to_string(),
+                queue: queue.clone(),
+                file: name,
+                path,
+                verified,
+            });
+        }
+    }
+    Ok(rows)
+}
+
+fn sha256_of_file(path: &Path) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher)?;
+    Ok(hex::encode(hasher.finalize()))
+}
+
+fn print_table(rows: &[Row]) {
+    let header = ["ORDER", "JOB", "QUEUE", "FILE", "PATH", "CHECKSUM"];
+    let cells: Vec<[String; 6]> = rows
+        .iter()
+        .map(|row| {
+            [
+                row.order.clone(),
+                row.job.clone(),
+                row.queue.clone(),
+                row.file.clone(),
+                row.path.display().to_string(),
+                if row.verified { "verified".into() } else { "MISMATCH".into() },
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &cells {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    println!();
+    let line = |cells: &[String]| {
+        let parts: Vec<String> = cells.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", parts.join("  ").trim_end());
+    };
+    line(&header.map(String::from));
+    for row in &cells {
+        line(row);
+    }
+}

@@ -1,0 +1,104 @@
+//! A client for the mock server's operator API, used by `tbot mock ...` and the demo
+//! to do what a person does on the job side.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+
+/// Drives one mock server as one user.
+pub struct OperatorClient {
+    http: reqwest::Client,
+    base: String,
+    user: String,
+}
+
+impl OperatorClient {
+    pub fn new(server: &str, user: &str) -> anyhow::Result<OperatorClient> {
+        Ok(OperatorClient {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(300))
+                .build()?,
+            base: format!("{}/api/v1/operator", server.trim_end_matches('/')),
+            user: user.to_string(),
+        })
+    }
+
+    /// Sends one request and returns the JSON answer; an error answer becomes an error
+    /// carrying the server's message.
+    pub async fn request(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let mut request = self.http.request(method.clone(), &url).header("x-tbot-user", &self.user);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the mock server at {url}"))?;
+        read_answer(&method, &url, response).await
+    }
+
+    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.request(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        self.request(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        self.request(reqwest::Method::PUT, path, Some(body)).await
+    }
+
+    /// Creates a job in progress; its files are added with [`OperatorClient::upload`].
+    pub async fn create_job(&self, name: &str, order: Option<&str>, queues: &[String]) -> anyhow::Result<String> {
+        let job = self
+            .post("/jobs", json!({"name": name, "order_number": order, "queues": queues}))
+            .await?;
+        job["id"]
+            .as_str()
+            .map(String::from)
+            .context("the server's answer has no job id")
+    }
+
+    /// Uploads a file's bytes to a job.
+    pub async fn upload(&self, job: &str, name: &str, bytes: Vec<u8>) -> anyhow::Result<Value> {
+        let url = format!("{}/jobs/{job}/files/{}", self.base, urlencode(name));
+        let response = self
+            .http
+            .put(&url)
+            .header("x-tbot-user", &self.user)
+            .body(bytes)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the mock server at {url}"))?;
+        read_answer(&reqwest::Method::PUT, &url, response).await
+    }
+
+    /// Send to Production (or Send Again); `queues: None` uses each job's preselection.
+    pub async fn send(&self, jobs: &[String], queues: Option<&[String]>) -> anyhow::Result<Value> {
+        let mut body = json!({ "jobs": jobs });
+        if let Some(queues) = queues {
+            body["queues"] = json!(queues);
+        }
+        self.post("/send", body).await
+    }
+}
+
+async fn read_answer(method: &reqwest::Method, url: &str, response: reqwest::Response) -> anyhow::Result<Value> {
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        let message = body["error"]["message"].as_str().unwrap_or("no message");
+        bail!("{method} {url}: {status}: {message}");
+    }
+    Ok(body)
+}
+
+/// Percent-encodes a file name for a URL path segment.
+fn urlencode(name: &str) -> String {
+    url::form_urlencoded::byte_serialize(name.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
