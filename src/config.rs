@@ -245,10 +245,13 @@ impl Config {
 
     /// Parses and validates configuration text; `env_token` overrides the file's token.
     pub fn parse(text: &str, env_token: Option<String>) -> Result<Config, Vec<String>> {
-        let raw: RawConfig = toml::from_str(text).map_err(|err| vec![syntax_problem(text, &err)])?;
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|err| vec![syntax_problem(text, &err)])?;
         let mut problems = Vec::new();
 
-        let url = check_url(&raw.server.url).map_err(|p| problems.push(p)).ok();
+        let url = check_url(&raw.server.url)
+            .map_err(|p| problems.push(p))
+            .ok();
         let token = resolve_token(&raw.server, env_token)
             .map_err(|p| problems.push(p))
             .ok();
@@ -264,7 +267,7 @@ impl Config {
         if raw.agent.concurrency == 0 {
             problems.push("agent.concurrency must be at least 1".into());
         }
-        if tracing_subscriber::EnvFilter::try_new(&raw.log.level).is_err() {
+        if !is_log_level(&raw.log.level) {
             problems.push(format!(
                 "log.level {:?} is not a log level (trace, debug, info, warn, error)",
                 raw.log.level
@@ -317,6 +320,15 @@ fn syntax_problem(text: &str, err: &toml::de::Error) -> String {
     } else {
         format!("line {line}, column {column} (`{source}`): {message}")
     }
+}
+
+/// A plain level, or a list of `target=level` directives for finer control.
+fn is_log_level(level: &str) -> bool {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    if level.contains('=') || level.contains(',') {
+        return tracing_subscriber::EnvFilter::try_new(level).is_ok();
+    }
+    LEVELS.contains(&level.trim().to_ascii_lowercase().as_str())
 }
 
 fn check_url(text: &str) -> Result<Url, String> {

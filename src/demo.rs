@@ -62,7 +62,10 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     println!(
         "\n{} files in {} deliveries, {} verified, in {:.1} s. Hotfolders: {}",
         rows.len(),
-        rows.iter().map(|r| &r.delivery).collect::<std::collections::BTreeSet<_>>().len(),
+        rows.iter()
+            .map(|r| &r.delivery)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
         rows.len() - bad,
         started.elapsed().as_secs_f64(),
         dir.join("hotfolders").display()
@@ -76,7 +79,9 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
 /// Creates the demo folder, or clears the hotfolders of an earlier demo in it.
 fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
     let is_ours = dir.join(MARKER).exists();
-    let is_empty = std::fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(true);
+    let is_empty = std::fs::read_dir(dir)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(true);
     if !is_ours && !is_empty {
         bail!(
             "{} already exists and is not a tbot demo folder; choose another with --dir",
@@ -145,39 +150,91 @@ async fn drive(server: &MockServer, dir: &Path) -> anyhow::Result<Vec<Row>> {
 
     let pdf = b"%PDF-1.7\n";
     let tiff = b"II*\0";
-    owner.post("/orders", json!({"number": "MC-5521", "queues": ["indigo-7900"]})).await?;
-    let cards = owner.create_job("Business cards - Smith", Some("MC-5521"), &[]).await?;
-    owner.upload(&cards, "cards-front.pdf", sample_file(pdf, 180_000, 1)).await?;
-    owner.upload(&cards, "cards-back.pdf", sample_file(pdf, 150_000, 2)).await?;
+    owner
+        .post(
+            "/orders",
+            json!({"number": "MC-5521", "queues": ["indigo-7900"]}),
+        )
+        .await?;
+    let cards = owner
+        .create_job("Business cards - Smith", Some("MC-5521"), &[])
+        .await?;
+    owner
+        .upload(&cards, "cards-front.pdf", sample_file(pdf, 180_000, 1))
+        .await?;
+    owner
+        .upload(&cards, "cards-back.pdf", sample_file(pdf, 150_000, 2))
+        .await?;
     let brochure_queues = ["indigo-7900".to_string(), "prinergy-imposition".to_string()];
-    let brochure = owner.create_job("Brochure A4 - spring", Some("MC-5521"), &brochure_queues).await?;
-    owner.upload(&brochure, "brochure.pdf", sample_file(pdf, 60 * 1024 * 1024, 3)).await?;
-    owner.upload(&brochure, "brochure-cover.pdf", sample_file(pdf, 2_000_000, 4)).await?;
+    let brochure = owner
+        .create_job("Brochure A4 - spring", Some("MC-5521"), &brochure_queues)
+        .await?;
+    owner
+        .upload(
+            &brochure,
+            "brochure.pdf",
+            sample_file(pdf, 60 * 1024 * 1024, 3),
+        )
+        .await?;
+    owner
+        .upload(
+            &brochure,
+            "brochure-cover.pdf",
+            sample_file(pdf, 2_000_000, 4),
+        )
+        .await?;
     let plates = owner
-        .create_job("Poster plates", Some("MC-5522"), &["trendsetter-ctp".to_string()])
+        .create_job(
+            "Poster plates",
+            Some("MC-5522"),
+            &["trendsetter-ctp".to_string()],
+        )
         .await?;
     for (index, colour) in ["cyan", "magenta", "yellow", "black"].iter().enumerate() {
         owner
-            .upload(&plates, &format!("poster-{colour}.tif"), sample_file(tiff, 3_000_000, 10 + index as u64))
+            .upload(
+                &plates,
+                &format!("poster-{colour}.tif"),
+                sample_file(tiff, 3_000_000, 10 + index as u64),
+            )
             .await?;
     }
     println!("created orders MC-5521 ({cards}, {brochure}) and MC-5522 ({plates})");
 
     for job in [&cards, &brochure] {
-        owner.post(&format!("/jobs/{job}/approve"), json!({})).await?;
+        owner
+            .post(&format!("/jobs/{job}/approve"), json!({}))
+            .await?;
     }
     let sent = owner.send(&[cards.clone(), brochure.clone()], None).await?;
     for result in sent["results"].as_array().into_iter().flatten() {
-        println!("send to production {}: {}", result["job"], if result["ok"] == json!(true) { "marked for download" } else { "refused" });
+        println!(
+            "send to production {}: {}",
+            result["job"],
+            if result["ok"] == json!(true) {
+                "marked for download"
+            } else {
+                "refused"
+            }
+        );
     }
     owner.put("/settings", json!({"autosend": true})).await?;
-    owner.post(&format!("/jobs/{plates}/approve"), json!({})).await?;
+    owner
+        .post(&format!("/jobs/{plates}/approve"), json!({}))
+        .await?;
     println!("AutoSend on: {plates} went to production when it was approved");
 
-    wait_for(|| async { Ok(owner.get(&format!("/jobs/{cards}")).await?["state"] == json!("sent_to_production")) })
-        .await
-        .context("the business cards never reached the printer")?;
-    let again = owner.send(std::slice::from_ref(&cards), Some(&["indigo-7900".to_string()])).await?;
+    wait_for(|| async {
+        Ok(owner.get(&format!("/jobs/{cards}")).await?["state"] == json!("sent_to_production"))
+    })
+    .await
+    .context("the business cards never reached the printer")?;
+    let again = owner
+        .send(
+            std::slice::from_ref(&cards),
+            Some(&["indigo-7900".to_string()]),
+        )
+        .await?;
     if again["results"][0]["ok"] != json!(true) {
         bail!("Send Again was refused: {}", again["results"][0]["error"]);
     }
@@ -185,7 +242,10 @@ async fn drive(server: &MockServer, dir: &Path) -> anyhow::Result<Vec<Row>> {
 
     wait_for(|| async {
         let deliveries = owner.get("/deliveries").await?;
-        let all = deliveries["deliveries"].as_array().cloned().unwrap_or_default();
+        let all = deliveries["deliveries"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         if let Some(failed) = all.iter().find(|d| d["state"] == json!("failed")) {
             bail!("delivery {} failed: {}", failed["id"], failed["reason"]);
         }
@@ -229,10 +289,16 @@ async fn table_rows(owner: &OperatorClient, hotfolders: &Path) -> anyhow::Result
     let mut orders: BTreeMap<String, String> = BTreeMap::new();
     for job in jobs["jobs"].as_array().into_iter().flatten() {
         let id = job["id"].as_str().unwrap_or_default().to_string();
-        orders.insert(id.clone(), job["order_number"].as_str().unwrap_or("-").to_string());
+        orders.insert(
+            id.clone(),
+            job["order_number"].as_str().unwrap_or("-").to_string(),
+        );
         for file in job["files"].as_array().into_iter().flatten() {
             expected.insert(
-                (id.clone(), file["name"].as_str().unwrap_or_default().to_string()),
+                (
+                    id.clone(),
+                    file["name"].as_str().unwrap_or_default().to_string(),
+                ),
                 file["sha256"].as_str().unwrap_or_default().to_string(),
             );
         }
@@ -247,7 +313,10 @@ async fn table_rows(owner: &OperatorClient, hotfolders: &Path) -> anyhow::Result
             let path = hotfolders
                 .join(&queue)
                 .join(file["path"].as_str().unwrap_or_default());
-            let want = expected.get(&(job.clone(), name.clone())).cloned().unwrap_or_default();
+            let want = expected
+                .get(&(job.clone(), name.clone()))
+                .cloned()
+                .unwrap_or_default();
             let verified = sha256_of_file(&path).is_ok_and(|have| have == want);
             rows.push(Row {
                 order: orders.get(&job).cloned().unwrap_or_default(),
@@ -281,7 +350,11 @@ fn print_table(rows: &[Row]) {
                 row.queue.clone(),
                 row.file.clone(),
                 row.path.display().to_string(),
-                if row.verified { "verified".into() } else { "MISMATCH".into() },
+                if row.verified {
+                    "verified".into()
+                } else {
+                    "MISMATCH".into()
+                },
             ]
         })
         .collect();
@@ -293,7 +366,11 @@ fn print_table(rows: &[Row]) {
     }
     println!();
     let line = |cells: &[String]| {
-        let parts: Vec<String> = cells.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
         println!("{}", parts.join("  ").trim_end());
     };
     line(&header.map(String::from));

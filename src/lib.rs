@@ -2,12 +2,12 @@
 //! them, verified and whole, into the hotfolders of printers, CTPs and imposition
 //! systems, plus a small mock of the job side to try and test it on one machine.
 
-pub mod config;
-pub mod mockserver;
-pub mod naming;
-pub mod protocol;
-pub mod shutdown;
 pub mod agent;
+pub mod config;
 pub mod demo;
 pub mod logging;
+pub mod mockserver;
+pub mod naming;
 pub mod operator_client;
+pub mod protocol;
+pub mod shutdown;

@@ -16,7 +16,11 @@ pub fn init(level: &str, format: LogFormat) {
         .with_target(false);
     let installed = match format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
     };
     // A subscriber that is already installed (tests, the demo) is kept.
     drop(installed);

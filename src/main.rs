@@ -17,7 +17,11 @@ use tbot::operator_client::OperatorClient;
 use tbot::shutdown::Shutdown;
 
 #[derive(Parser)]
-#[command(name = "tbot", version, about = "Takes approved print jobs from the job side and drops them, verified and whole, into device hotfolders")]
+#[command(
+    name = "tbot",
+    version,
+    about = "Takes approved print jobs from the job side and drops them, verified and whole, into device hotfolders"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -57,7 +61,11 @@ struct MockServerArgs {
     #[arg(long)]
     config: Option<PathBuf>,
     /// Accept this agent token (repeat for more agents).
-    #[arg(long = "agent-token", env = "TBOT_MOCK_AGENT_TOKEN", value_delimiter = ',')]
+    #[arg(
+        long = "agent-token",
+        env = "TBOT_MOCK_AGENT_TOKEN",
+        value_delimiter = ','
+    )]
     agent_tokens: Vec<String>,
     /// Add a user as NAME=PROFILE, such as alice=site_owner (repeatable).
     #[arg(long = "user", value_parser = parse_user)]
@@ -188,7 +196,9 @@ fn main() -> ExitCode {
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Run { config } => run_agent(&config.unwrap_or_else(default_config_path)).await,
-        Command::CheckConfig { path } => Ok(check_config(&path.unwrap_or_else(default_config_path))),
+        Command::CheckConfig { path } => {
+            Ok(check_config(&path.unwrap_or_else(default_config_path)))
+        }
         Command::MockServer(args) => mock_server(args).await.map(|()| ExitCode::SUCCESS),
         Command::Mock(args) => mock(args).await.map(|()| ExitCode::SUCCESS),
         Command::Demo { dir } => {
@@ -228,7 +238,10 @@ async fn run_agent(path: &Path) -> anyhow::Result<ExitCode> {
     };
     tbot::logging::init(&config.log.level, config.log.format);
     std::fs::create_dir_all(&config.agent.state_dir).with_context(|| {
-        format!("cannot create agent.state_dir {}", config.agent.state_dir.display())
+        format!(
+            "cannot create agent.state_dir {}",
+            config.agent.state_dir.display()
+        )
     })?;
     let shutdown = Shutdown::new();
     stop_on_signals(shutdown.clone())?;
@@ -282,7 +295,11 @@ async fn mock_server(args: MockServerArgs) -> anyhow::Result<()> {
     if settings.agents.is_empty() {
         anyhow::bail!("no agent token: give --agent-token TOKEN (or [[agent]] in --config) so an agent can connect");
     }
-    let users: Vec<String> = settings.users.iter().map(|u| format!("{} ({})", u.name, u.profile)).collect();
+    let users: Vec<String> = settings
+        .users
+        .iter()
+        .map(|u| format!("{} ({})", u.name, u.profile))
+        .collect();
     let server = MockServer::start(settings, args.listen).await?;
     println!("tbot mock server listening on {}", server.url());
     println!("users: {}", users.join(", "));
@@ -296,9 +313,22 @@ async fn mock_server(args: MockServerArgs) -> anyhow::Result<()> {
 async fn mock(args: MockArgs) -> anyhow::Result<()> {
     let client = OperatorClient::new(&args.server, &args.user)?;
     let answer: Value = match args.action {
-        MockAction::Jobs { group } => client.get(if group { "/jobs?group=order_number" } else { "/jobs" }).await?,
+        MockAction::Jobs { group } => {
+            client
+                .get(if group {
+                    "/jobs?group=order_number"
+                } else {
+                    "/jobs"
+                })
+                .await?
+        }
         MockAction::Job { id } => client.get(&format!("/jobs/{id}")).await?,
-        MockAction::CreateJob { name, order, queues, files } => {
+        MockAction::CreateJob {
+            name,
+            order,
+            queues,
+            files,
+        } => {
             let id = client.create_job(&name, order.as_deref(), &queues).await?;
             for path in files {
                 let file_name = path
@@ -313,23 +343,58 @@ async fn mock(args: MockArgs) -> anyhow::Result<()> {
             }
             client.get(&format!("/jobs/{id}")).await?
         }
-        MockAction::RequestApproval { id } => client.post(&format!("/jobs/{id}/request-approval"), json!({})).await?,
-        MockAction::Approve { id } => client.post(&format!("/jobs/{id}/approve"), json!({})).await?,
+        MockAction::RequestApproval { id } => {
+            client
+                .post(&format!("/jobs/{id}/request-approval"), json!({}))
+                .await?
+        }
+        MockAction::Approve { id } => {
+            client
+                .post(&format!("/jobs/{id}/approve"), json!({}))
+                .await?
+        }
         MockAction::Hold { id } => client.post(&format!("/jobs/{id}/hold"), json!({})).await?,
-        MockAction::Archive { id } => client.post(&format!("/jobs/{id}/archive"), json!({})).await?,
-        MockAction::SetQueues { id, queues } => client.put(&format!("/jobs/{id}/queues"), json!({ "queues": queues })).await?,
-        MockAction::Order { number, queues } => client.post("/orders", json!({"number": number, "queues": queues})).await?,
+        MockAction::Archive { id } => {
+            client
+                .post(&format!("/jobs/{id}/archive"), json!({}))
+                .await?
+        }
+        MockAction::SetQueues { id, queues } => {
+            client
+                .put(&format!("/jobs/{id}/queues"), json!({ "queues": queues }))
+                .await?
+        }
+        MockAction::Order { number, queues } => {
+            client
+                .post("/orders", json!({"number": number, "queues": queues}))
+                .await?
+        }
         MockAction::Send { jobs, queues } => {
             let chosen = (!queues.is_empty()).then_some(queues.as_slice());
             client.send(&jobs, chosen).await?
         }
-        MockAction::SendOrder { number } => client.post(&format!("/orders/{number}/send"), json!({})).await?,
-        MockAction::Queues { all } => client.get(if all { "/queues?all=true" } else { "/queues" }).await?,
+        MockAction::SendOrder { number } => {
+            client
+                .post(&format!("/orders/{number}/send"), json!({}))
+                .await?
+        }
+        MockAction::Queues { all } => {
+            client
+                .get(if all { "/queues?all=true" } else { "/queues" })
+                .await?
+        }
         MockAction::Deliveries => client.get("/deliveries").await?,
-        MockAction::Autosend { state } => client.put("/settings", json!({ "autosend": state == "on" })).await?,
+        MockAction::Autosend { state } => {
+            client
+                .put("/settings", json!({ "autosend": state == "on" }))
+                .await?
+        }
         MockAction::AdvanceClock { by } => {
             client
-                .post("/clock/advance", json!({ "by": humantime::format_duration(by).to_string() }))
+                .post(
+                    "/clock/advance",
+                    json!({ "by": humantime::format_duration(by).to_string() }),
+                )
                 .await?
         }
     };

@@ -27,7 +27,9 @@ pub fn check_file_name(name: &str) -> Result<(), String> {
         return Err(format!("the file name {name:?} contains a path separator"));
     }
     if name.chars().any(char::is_control) {
-        return Err(format!("the file name {name:?} contains a control character"));
+        return Err(format!(
+            "the file name {name:?} contains a control character"
+        ));
     }
     if name.starts_with('.') {
         return Err(format!(
@@ -45,7 +47,9 @@ pub fn check_file_name(name: &str) -> Result<(), String> {
         .iter()
         .any(|reserved| stem.eq_ignore_ascii_case(reserved))
     {
-        return Err(format!("the file name {name:?} is a reserved device name on Windows"));
+        return Err(format!(
+            "the file name {name:?} is a reserved device name on Windows"
+        ));
     }
     Ok(())
 }
@@ -87,10 +91,7 @@ impl NamingRule {
             if open > 0 {
                 parts.push(Part::Text(rest[..open].to_string()));
             }
-            let close = rest[open..]
-                .find('}')
-                .ok_or("a `{` is not closed by `}`")?
-                + open;
+            let close = rest[open..].find('}').ok_or("a `{` is not closed by `}`")? + open;
             parts.push(match &rest[open + 1..close] {
                 "order" => Part::Order,
                 "job" => Part::Job,
@@ -117,9 +118,10 @@ impl NamingRule {
         }
         for part in &parts {
             if let Part::Text(text) = part {
-                if text.contains('/') || text.contains('\\') || text.chars().any(char::is_control)
-                {
-                    return Err("the rule's fixed text must not contain / \\ or control characters".into());
+                if text.contains('/') || text.contains('\\') || text.chars().any(char::is_control) {
+                    return Err(
+                        "the rule's fixed text must not contain / \\ or control characters".into(),
+                    );
                 }
             }
         }
@@ -196,7 +198,7 @@ pub fn clash_name(name: &str, n: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{DeliveryJob, Delivery};
+    use crate::protocol::{Delivery, DeliveryJob};
 
     fn delivery(order: Option<&str>) -> Delivery {
         Delivery {
@@ -216,27 +218,43 @@ mod tests {
     #[test]
     fn renders_the_default_rule() {
         let rule = NamingRule::parse("{order}_{job}_{name}").unwrap();
-        assert_eq!(rule.render(&delivery(Some("MC-5521")), "cards.pdf"), "MC-5521_J-1001_cards.pdf");
-        assert_eq!(rule.render(&delivery(None), "cards.pdf"), "J-1001_cards.pdf");
+        assert_eq!(
+            rule.render(&delivery(Some("MC-5521")), "cards.pdf"),
+            "MC-5521_J-1001_cards.pdf"
+        );
+        assert_eq!(
+            rule.render(&delivery(None), "cards.pdf"),
+            "J-1001_cards.pdf"
+        );
     }
 
     #[test]
     fn makes_server_values_safe() {
         let rule = NamingRule::parse("{job_name}-{send}-{name}").unwrap();
-        assert_eq!(rule.render(&delivery(None), "a.pdf"), "Cards _ Smith-2-a.pdf");
+        assert_eq!(
+            rule.render(&delivery(None), "a.pdf"),
+            "Cards _ Smith-2-a.pdf"
+        );
     }
 
     #[test]
     fn refuses_bad_rules() {
-        assert!(NamingRule::parse("{order}_{job}").unwrap_err().contains("{name}"));
-        assert!(NamingRule::parse("{nope}_{name}").unwrap_err().contains("unknown placeholder"));
+        assert!(NamingRule::parse("{order}_{job}")
+            .unwrap_err()
+            .contains("{name}"));
+        assert!(NamingRule::parse("{nope}_{name}")
+            .unwrap_err()
+            .contains("unknown placeholder"));
         assert!(NamingRule::parse("sub/{name}").is_err());
         assert!(NamingRule::parse("{name").is_err());
     }
 
     #[test]
     fn refuses_hostile_names() {
-        for bad in ["", ".", "..", "a/b.pdf", "a\\b.pdf", "a\0b", "a\nb", ".hidden", "CON", "nul.txt", "com1.pdf"] {
+        for bad in [
+            "", ".", "..", "a/b.pdf", "a\\b.pdf", "a\0b", "a\nb", ".hidden", "CON", "nul.txt",
+            "com1.pdf",
+        ] {
             assert!(check_file_name(bad).is_err(), "{bad:?} was accepted");
         }
         assert!(check_file_name(&"x".repeat(201)).is_err());

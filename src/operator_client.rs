@@ -26,9 +26,17 @@ impl OperatorClient {
 
     /// Sends one request and returns the JSON answer; an error answer becomes an error
     /// carrying the server's message.
-    pub async fn request(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
-        let mut request = self.http.request(method.clone(), &url).header("x-tbot-user", &self.user);
+        let mut request = self
+            .http
+            .request(method.clone(), &url)
+            .header("x-tbot-user", &self.user);
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -52,9 +60,17 @@ impl OperatorClient {
     }
 
     /// Creates a job in progress; its files are added with [`OperatorClient::upload`].
-    pub async fn create_job(&self, name: &str, order: Option<&str>, queues: &[String]) -> anyhow::Result<String> {
+    pub async fn create_job(
+        &self,
+        name: &str,
+        order: Option<&str>,
+        queues: &[String],
+    ) -> anyhow::Result<String> {
         let job = self
-            .post("/jobs", json!({"name": name, "order_number": order, "queues": queues}))
+            .post(
+                "/jobs",
+                json!({"name": name, "order_number": order, "queues": queues}),
+            )
             .await?;
         job["id"]
             .as_str()
@@ -86,7 +102,11 @@ impl OperatorClient {
     }
 }
 
-async fn read_answer(method: &reqwest::Method, url: &str, response: reqwest::Response) -> anyhow::Result<Value> {
+async fn read_answer(
+    method: &reqwest::Method,
+    url: &str,
+    response: reqwest::Response,
+) -> anyhow::Result<Value> {
     let status = response.status();
     let body: Value = response.json().await.unwrap_or(Value::Null);
     if !status.is_success() {

@@ -30,7 +30,10 @@ pub fn check(delivery: &Delivery, queue: &QueueConfig) -> Result<Vec<CheckedFile
         check_file_name(&file.name).map_err(|why| format!("{which}: {why}"))?;
         // Case-folded: Windows and macOS shares would make two such names one file.
         if !seen.insert(file.name.to_lowercase()) {
-            return Err(format!("{which}: two files of the delivery are named {:?}", file.name));
+            return Err(format!(
+                "{which}: two files of the delivery are named {:?}",
+                file.name
+            ));
         }
         let size = u64::try_from(file.size)
             .map_err(|_| format!("{which}: the size {} is negative", file.size))?;

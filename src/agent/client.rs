@@ -12,8 +12,8 @@ use url::Url;
 
 use crate::config::{Secret, ServerConfig};
 use crate::protocol::{
-    ClaimRequest, CompleteRequest, CompleteResponse, Delivery, EventRequest,
-    ErrorBody, FailRequest, HeartbeatRequest, HeartbeatResponse, RenewResponse, AGENT_API,
+    ClaimRequest, CompleteRequest, CompleteResponse, Delivery, ErrorBody, EventRequest,
+    FailRequest, HeartbeatRequest, HeartbeatResponse, RenewResponse, AGENT_API,
 };
 
 /// Largest JSON answer accepted from any endpoint; more is cut off as a transient fault.
@@ -152,9 +152,9 @@ impl JobSideClient {
 
     /// The URL of an agent endpoint or a server path, below the configured base URL.
     pub fn resolve(&self, path: &str) -> Result<Url, ClientError> {
-        self.base
-            .join(path.trim_start_matches('/'))
-            .map_err(|err| ClientError::BadResponse(format!("cannot make a URL of {path:?}: {err}")))
+        self.base.join(path.trim_start_matches('/')).map_err(|err| {
+            ClientError::BadResponse(format!("cannot make a URL of {path:?}: {err}"))
+        })
     }
 
     /// Whether `url` has the configured server's origin, the only place the token goes.
@@ -164,7 +164,10 @@ impl JobSideClient {
             && url.port_or_known_default() == self.base.port_or_known_default()
     }
 
-    pub async fn heartbeat(&self, request: &HeartbeatRequest) -> Result<HeartbeatResponse, ClientError> {
+    pub async fn heartbeat(
+        &self,
+        request: &HeartbeatRequest,
+    ) -> Result<HeartbeatResponse, ClientError> {
         self.call("heartbeat", &request, None).await
     }
 
@@ -174,15 +177,27 @@ impl JobSideClient {
     pub async fn claim(&self, request: &ClaimRequest) -> Result<Vec<Claimed>, ClientError> {
         let timeout = Duration::from_secs(request.wait_s + 30);
         let response: RawClaimResponse = self.call("claim", request, Some(timeout)).await?;
-        Ok(response.deliveries.into_iter().map(Claimed::from_json).collect())
+        Ok(response
+            .deliveries
+            .into_iter()
+            .map(Claimed::from_json)
+            .collect())
     }
 
     pub async fn renew(&self, delivery: &str) -> Result<RenewResponse, ClientError> {
-        self.call(&format!("deliveries/{delivery}/renew"), &serde_json::json!({}), None)
-            .await
+        self.call(
+            &format!("deliveries/{delivery}/renew"),
+            &serde_json::json!({}),
+            None,
+        )
+        .await
     }
 
-    pub async fn complete(&self, delivery: &str, request: &CompleteRequest) -> Result<CompleteResponse, ClientError> {
+    pub async fn complete(
+        &self,
+        delivery: &str,
+        request: &CompleteRequest,
+    ) -> Result<CompleteResponse, ClientError> {
         self.call(&format!("deliveries/{delivery}/complete"), request, None)
             .await
     }
@@ -215,9 +230,13 @@ impl JobSideClient {
             .retry(self.retry)
             .when(ClientError::is_transient)
             .adjust(|err, delay| match (err, delay) {
-                (ClientError::Transient { retry_after: Some(after), .. }, Some(_)) => {
-                    Some((*after).min(MAX_RETRY_DELAY))
-                }
+                (
+                    ClientError::Transient {
+                        retry_after: Some(after),
+                        ..
+                    },
+                    Some(_),
+                ) => Some((*after).min(MAX_RETRY_DELAY)),
                 _ => delay,
             })
             .notify(|err, delay| tracing::debug!("{endpoint}: {err}; trying again in {delay:?}"))
@@ -250,15 +269,23 @@ impl JobSideClient {
     /// Starts a file download, from byte `offset` when it is more than 0. The token is
     /// sent only to the server's own origin, also after redirects, which are followed by
     /// hand for that reason.
-    pub async fn download(&self, url: &str, offset: u64, etag: Option<&str>) -> Result<reqwest::Response, ClientError> {
+    pub async fn download(
+        &self,
+        url: &str,
+        offset: u64,
+        etag: Option<&str>,
+    ) -> Result<reqwest::Response, ClientError> {
         let mut url = if url.starts_with('/') {
             self.resolve(url)?
         } else {
-            Url::parse(url).map_err(|err| ClientError::BadResponse(format!("file url {url:?}: {err}")))?
+            Url::parse(url)
+                .map_err(|err| ClientError::BadResponse(format!("file url {url:?}: {err}")))?
         };
         for _ in 0..=MAX_REDIRECTS {
             if !matches!(url.scheme(), "http" | "https") {
-                return Err(ClientError::BadResponse(format!("file url {url} is not http(s)")));
+                return Err(ClientError::BadResponse(format!(
+                    "file url {url} is not http(s)"
+                )));
             }
             let mut request = self.http.get(url.clone());
             if self.is_own_origin(&url) {
@@ -280,33 +307,49 @@ impl JobSideClient {
                     .headers()
                     .get(header::LOCATION)
                     .and_then(|v| v.to_str().ok())
-                    .ok_or_else(|| ClientError::BadResponse(format!("{context}: redirect without Location")))?;
-                url = url
-                    .join(location)
-                    .map_err(|err| ClientError::BadResponse(format!("{context}: bad redirect: {err}")))?;
+                    .ok_or_else(|| {
+                        ClientError::BadResponse(format!("{context}: redirect without Location"))
+                    })?;
+                url = url.join(location).map_err(|err| {
+                    ClientError::BadResponse(format!("{context}: bad redirect: {err}"))
+                })?;
                 continue;
             }
             return check_status(&context, response).await;
         }
-        Err(ClientError::BadResponse(format!("more than {MAX_REDIRECTS} redirects for {url}")))
+        Err(ClientError::BadResponse(format!(
+            "more than {MAX_REDIRECTS} redirects for {url}"
+        )))
     }
 }
 
 /// Turns non-success answers into errors: transient ones retried, 4xx refused with the
 /// server's code and message.
-async fn check_status(context: &str, response: reqwest::Response) -> Result<reqwest::Response, ClientError> {
+async fn check_status(
+    context: &str,
+    response: reqwest::Response,
+) -> Result<reqwest::Response, ClientError> {
     let status = response.status();
     if status.is_success() {
         return Ok(response);
     }
     let retry_after = retry_after(response.headers());
     let body = read_capped(context, response).await.unwrap_or_default();
-    let detail = serde_json::from_slice::<ErrorBody>(&body).ok().map(|b| b.error);
+    let detail = serde_json::from_slice::<ErrorBody>(&body)
+        .ok()
+        .map(|b| b.error);
     let message = detail
         .as_ref()
         .map(|d| d.message.clone())
-        .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).trim().to_string());
-    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::REQUEST_TIMEOUT {
+        .unwrap_or_else(|| {
+            String::from_utf8_lossy(&body[..body.len().min(200)])
+                .trim()
+                .to_string()
+        });
+    if status.is_server_error()
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT
+    {
         return Err(ClientError::Transient {
             what: format!("{context}: server answered {status}: {message}"),
             retry_after,
@@ -314,7 +357,9 @@ async fn check_status(context: &str, response: reqwest::Response) -> Result<reqw
     }
     Err(ClientError::Refused {
         status: status.as_u16(),
-        code: detail.map(|d| d.code).unwrap_or_else(|| "http_error".into()),
+        code: detail
+            .map(|d| d.code)
+            .unwrap_or_else(|| "http_error".into()),
         message: format!("{context}: {message}"),
     })
 }
@@ -332,7 +377,10 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// Reads a JSON body of at most [`MAX_JSON_BODY`] bytes.
-async fn read_capped(context: &str, mut response: reqwest::Response) -> Result<Vec<u8>, ClientError> {
+async fn read_capped(
+    context: &str,
+    mut response: reqwest::Response,
+) -> Result<Vec<u8>, ClientError> {
     let mut body = Vec::new();
     while let Some(chunk) = response
         .chunk()

@@ -60,7 +60,11 @@ impl Worker {
     pub async fn deliver(&self, delivery: Delivery) -> Outcome {
         let span = tracing::info_span!("delivery", id = %delivery.id, queue = %delivery.queue, job = %delivery.job.id);
         async {
-            info!(files = delivery.files.len(), send = delivery.job.send_count, "claimed");
+            info!(
+                files = delivery.files.len(),
+                send = delivery.job.send_count,
+                "claimed"
+            );
             let outcome = self.run_steps(&delivery).await;
             self.report(&delivery.id, &outcome).await;
             outcome
@@ -107,7 +111,12 @@ impl Worker {
 
     /// Transfer step: every file into its staging file, each verified, each retried a
     /// few times with back-off when the network or the bytes let it down.
-    async fn transfer_all(&self, delivery: &Delivery, queue: &Queue, files: Vec<CheckedFile>) -> Result<Vec<Staged>, Outcome> {
+    async fn transfer_all(
+        &self,
+        delivery: &Delivery,
+        queue: &Queue,
+        files: Vec<CheckedFile>,
+    ) -> Result<Vec<Staged>, Outcome> {
         let mut staged = Vec::with_capacity(files.len());
         for (index, file) in files.into_iter().enumerate() {
             let path = queue.hotfolder.staging_path(&delivery.id, index);
@@ -121,14 +130,24 @@ impl Worker {
             match result {
                 Ok(verified) => {
                     info!(file = %file.name, bytes = verified.size, seconds = started.elapsed().as_secs_f64(), "transferred and verified");
-                    staged.push(Staged { file, path, verified });
+                    staged.push(Staged {
+                        file,
+                        path,
+                        verified,
+                    });
                 }
                 Err(err) => {
                     let reason = match &err {
                         TransferError::Local(_) => format!("cannot stage {}: {err}", file.name),
-                        _ => format!("{} failed after {TRANSFER_ATTEMPTS} attempts: {err}", file.name),
+                        _ => format!(
+                            "{} failed after {TRANSFER_ATTEMPTS} attempts: {err}",
+                            file.name
+                        ),
                     };
-                    return Err(Outcome::Failed { reason, retryable: true });
+                    return Err(Outcome::Failed {
+                        reason,
+                        retryable: true,
+                    });
                 }
             }
         }
@@ -143,10 +162,14 @@ impl Worker {
             Ok(_) => Ok(()),
             Err(err @ ClientError::Refused { .. }) => Err(Outcome::LeaseLost(err.to_string())),
             Err(err) if delivery.lease_expires_at > OffsetDateTime::now_utc() => {
-                warn!("could not renew the lease before the drop, dropping within the lease: {err}");
+                warn!(
+                    "could not renew the lease before the drop, dropping within the lease: {err}"
+                );
                 Ok(())
             }
-            Err(err) => Err(Outcome::LeaseLost(format!("lease ran out and could not be renewed: {err}"))),
+            Err(err) => Err(Outcome::LeaseLost(format!(
+                "lease ran out and could not be renewed: {err}"
+            ))),
         }
     }
 
@@ -158,7 +181,8 @@ impl Worker {
             let name = queue.config.naming.render(delivery, &item.file.name);
             let hotfolder = queue.hotfolder.clone();
             let path = item.path.clone();
-            let placed = tokio::task::spawn_blocking(move || hotfolder.drop_file(&path, &name)).await;
+            let placed =
+                tokio::task::spawn_blocking(move || hotfolder.drop_file(&path, &name)).await;
             match placed {
                 Ok(Ok(final_name)) => {
                     info!(file = %item.file.name, path = %queue.hotfolder.root().join(&final_name).display(), "dropped");
@@ -171,7 +195,11 @@ impl Worker {
                 Ok(Err(err)) => {
                     discard_staging(queue, delivery);
                     return Outcome::Failed {
-                        reason: format!("cannot move {} into hotfolder {}: {err}", item.file.name, queue.hotfolder.root().display()),
+                        reason: format!(
+                            "cannot move {} into hotfolder {}: {err}",
+                            item.file.name,
+                            queue.hotfolder.root().display()
+                        ),
                         retryable: true,
                     };
                 }
@@ -192,13 +220,24 @@ impl Worker {
         let sent = match outcome {
             Outcome::Completed(files) => self
                 .client
-                .complete(id, &CompleteRequest { files: files.clone() })
+                .complete(
+                    id,
+                    &CompleteRequest {
+                        files: files.clone(),
+                    },
+                )
                 .await
                 .map(|answer| info!(job_state = %answer.job_state, "reported complete")),
             Outcome::Failed { reason, retryable } => {
                 warn!(retryable, "failed: {reason}");
                 self.client
-                    .fail(id, &FailRequest { reason: reason.clone(), retryable: *retryable })
+                    .fail(
+                        id,
+                        &FailRequest {
+                            reason: reason.clone(),
+                            retryable: *retryable,
+                        },
+                    )
                     .await
                     .map(|()| info!("reported failed"))
             }
@@ -209,7 +248,13 @@ impl Worker {
             Outcome::Stopped => {
                 info!("stopping: delivery handed back, nothing dropped");
                 self.client
-                    .fail(id, &FailRequest { reason: "tbot stopped before finishing the delivery".into(), retryable: true })
+                    .fail(
+                        id,
+                        &FailRequest {
+                            reason: "tbot stopped before finishing the delivery".into(),
+                            retryable: true,
+                        },
+                    )
                     .await
             }
         };

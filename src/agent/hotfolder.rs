@@ -41,7 +41,13 @@ impl Hotfolder {
     pub fn staging_path(&self, delivery_id: &str, index: usize) -> PathBuf {
         let id: String = delivery_id
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .take(80)
             .collect();
         self.staging_dir().join(format!("{id}.{index}.part"))
@@ -100,7 +106,11 @@ impl Hotfolder {
     pub fn drop_file(&self, staged: &Path, name: &str) -> io::Result<String> {
         File::open(staged)?.sync_all()?;
         for n in 1..=MAX_CLASH_TRIES {
-            let candidate = if n == 1 { name.to_string() } else { clash_name(name, n) };
+            let candidate = if n == 1 {
+                name.to_string()
+            } else {
+                clash_name(name, n)
+            };
             match place_without_overwrite(staged, &self.root.join(&candidate)) {
                 Ok(()) => {
                     sync_dir(&self.root)?;
@@ -113,7 +123,10 @@ impl Hotfolder {
         }
         Err(io::Error::new(
             io::ErrorKind::AlreadyExists,
-            format!("{MAX_CLASH_TRIES} files named like {name} are already in {}", self.root.display()),
+            format!(
+                "{MAX_CLASH_TRIES} files named like {name} are already in {}",
+                self.root.display()
+            ),
         ))
     }
 }

@@ -101,8 +101,12 @@ impl Agent {
         for queue in &self.worker.queues {
             match queue.hotfolder.clear_staging() {
                 Ok(0) => {}
-                Ok(n) => info!(queue = %queue.config.name, "removed {n} staged files left by an earlier run"),
-                Err(err) => warn!(queue = %queue.config.name, "cannot clear the staging folder: {err}"),
+                Ok(n) => {
+                    info!(queue = %queue.config.name, "removed {n} staged files left by an earlier run")
+                }
+                Err(err) => {
+                    warn!(queue = %queue.config.name, "cannot clear the staging folder: {err}")
+                }
             }
         }
         let mut in_flight: JoinSet<Outcome> = JoinSet::new();
@@ -186,8 +190,17 @@ impl Agent {
 
     /// Claims as many deliveries as there are free slots and starts them. Returns
     /// whether the server may have more waiting (it filled every slot).
-    async fn claim(&mut self, ready: &[String], in_flight: &mut JoinSet<Outcome>, shutdown: &Shutdown) -> bool {
-        let free = self.config.agent.concurrency.saturating_sub(in_flight.len());
+    async fn claim(
+        &mut self,
+        ready: &[String],
+        in_flight: &mut JoinSet<Outcome>,
+        shutdown: &Shutdown,
+    ) -> bool {
+        let free = self
+            .config
+            .agent
+            .concurrency
+            .saturating_sub(in_flight.len());
         if free == 0 || ready.is_empty() {
             return free == 0;
         }
@@ -208,14 +221,23 @@ impl Agent {
                 Claimed::Ready(delivery) => {
                     in_flight.spawn(async move { worker.deliver(delivery).await });
                 }
-                Claimed::Malformed { id: Some(id), problem } => {
+                Claimed::Malformed {
+                    id: Some(id),
+                    problem,
+                } => {
                     warn!(delivery = %id, "{problem}");
                     in_flight.spawn(async move {
-                        let request = FailRequest { reason: problem.clone(), retryable: false };
+                        let request = FailRequest {
+                            reason: problem.clone(),
+                            retryable: false,
+                        };
                         if let Err(err) = worker.client.fail(&id, &request).await {
                             warn!(delivery = %id, "could not report the malformed delivery: {err}");
                         }
-                        Outcome::Failed { reason: problem, retryable: false }
+                        Outcome::Failed {
+                            reason: problem,
+                            retryable: false,
+                        }
                     });
                 }
                 Claimed::Malformed { id: None, problem } => {

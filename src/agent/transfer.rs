@@ -43,7 +43,9 @@ pub async fn fetch(
     sha256: &str,
     staging: &Path,
 ) -> Result<Verified, TransferError> {
-    let local = |err: std::io::Error| TransferError::Local(format!("cannot write {}: {err}", staging.display()));
+    let local = |err: std::io::Error| {
+        TransferError::Local(format!("cannot write {}: {err}", staging.display()))
+    };
     let mut response = client.download(url, 0, None).await?;
     if let Some(length) = response.content_length() {
         if length != size {
@@ -58,7 +60,10 @@ pub async fn fetch(
     let mut received: u64 = 0;
     while let Some(chunk) = response.chunk().await.map_err(|err| {
         TransferError::Client(ClientError::Transient {
-            what: format!("download broke off after {received} of {size} bytes: {}", super::client::error_chain(&err)),
+            what: format!(
+                "download broke off after {received} of {size} bytes: {}",
+                super::client::error_chain(&err)
+            ),
             retry_after: None,
         })
     })? {

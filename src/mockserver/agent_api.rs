@@ -42,7 +42,10 @@ pub struct Agent(String);
 impl FromRequestParts<Arc<AppState>> for Agent {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
         let token = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -85,7 +88,9 @@ async fn claim(
         let woken = state.claimable.notified();
         tokio::pin!(woken);
         woken.as_mut().enable();
-        let deliveries = state.model().claim(&agent, &request.queues, max, state.clock.now());
+        let deliveries = state
+            .model()
+            .claim(&agent, &request.queues, max, state.clock.now());
         let now = tokio::time::Instant::now();
         if !deliveries.is_empty() || now >= deadline || max == 0 {
             if !deliveries.is_empty() {
@@ -127,10 +132,20 @@ async fn fail(
     Path(id): Path<String>,
     ApiJson(request): ApiJson<FailRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    state
-        .model()
-        .fail(&agent, &id, &request.reason, request.retryable, state.clock.now())?;
-    tracing::info!(agent, delivery = id, reason = request.reason, retryable = request.retryable, "delivery failed");
+    state.model().fail(
+        &agent,
+        &id,
+        &request.reason,
+        request.retryable,
+        state.clock.now(),
+    )?;
+    tracing::info!(
+        agent,
+        delivery = id,
+        reason = request.reason,
+        retryable = request.retryable,
+        "delivery failed"
+    );
     state.wake_claims();
     Ok(Json(serde_json::json!({})))
 }
@@ -156,7 +171,11 @@ async fn file(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let bytes = state.files.get(&file_id).ok_or_else(|| {
-        ApiError::new(StatusCode::NOT_FOUND, "unknown_file", format!("there is no file {file_id}"))
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_file",
+            format!("there is no file {file_id}"),
+        )
     })?;
     let etag = format!("\"{}\"", super::file_store::sha256_hex(&bytes));
     let total = bytes.len() as u64;
@@ -170,7 +189,10 @@ async fn file(
         .map(|value| parse_range(value, total));
     match range {
         None => Ok((
-            [(header::ETAG, etag), (header::ACCEPT_RANGES, "bytes".to_string())],
+            [
+                (header::ETAG, etag),
+                (header::ACCEPT_RANGES, "bytes".to_string()),
+            ],
             Body::from(bytes),
         )
             .into_response()),
@@ -180,7 +202,10 @@ async fn file(
                 StatusCode::PARTIAL_CONTENT,
                 [
                     (header::ETAG, etag),
-                    (header::CONTENT_RANGE, format!("bytes {start}-{end}/{total}")),
+                    (
+                        header::CONTENT_RANGE,
+                        format!("bytes {start}-{end}/{total}"),
+                    ),
                 ],
                 Body::from(part),
             )

@@ -15,7 +15,8 @@ pub struct Clock {
 impl Clock {
     /// The server's idea of now.
     pub fn now(&self) -> OffsetDateTime {
-        OffsetDateTime::now_utc() + time::Duration::milliseconds(self.offset_ms.load(Ordering::Relaxed))
+        OffsetDateTime::now_utc()
+            + time::Duration::milliseconds(self.offset_ms.load(Ordering::Relaxed))
     }
 
     /// Moves the clock forward by `by`.

@@ -41,7 +41,9 @@ impl AppState {
     /// Locks the model. A handler that panicked while holding it leaves the state as it
     /// was at the panic; the mock carries on rather than failing every later request.
     pub fn model(&self) -> MutexGuard<'_, Model> {
-        self.model.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.model
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Wakes long-polling claims after a change that may have made work.

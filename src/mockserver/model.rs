@@ -188,6 +188,8 @@ pub struct Delivery {
     pub state: DeliveryState,
     /// Times this delivery was leased, so tests can see hand-outs after an expiry.
     pub leases: u32,
+    /// The reason an agent gave the last time it failed this delivery.
+    pub last_failure: Option<String>,
     pub events: Vec<RecordedEvent>,
 }
 
@@ -295,9 +297,13 @@ impl Model {
     }
 
     fn job_mut(&mut self, id: &str) -> Result<&mut Job, ModelError> {
-        self.jobs
-            .get_mut(id)
-            .ok_or_else(|| refuse(ErrorKind::NotFound, "unknown_job", format!("there is no job {id}")))
+        self.jobs.get_mut(id).ok_or_else(|| {
+            refuse(
+                ErrorKind::NotFound,
+                "unknown_job",
+                format!("there is no job {id}"),
+            )
+        })
     }
 
     // ----- what a person does -------------------------------------------------------
@@ -330,7 +336,11 @@ impl Model {
         files: Vec<NewFile>,
     ) -> Result<&Job, ModelError> {
         if name.trim().is_empty() {
-            return Err(refuse(ErrorKind::Invalid, "invalid_job", "a job needs a name"));
+            return Err(refuse(
+                ErrorKind::Invalid,
+                "invalid_job",
+                "a job needs a name",
+            ));
         }
         let id = format!("J-{}", self.next_job);
         self.next_job += 1;
@@ -376,7 +386,10 @@ impl Model {
             return Err(refuse(
                 ErrorKind::Conflict,
                 "invalid_state",
-                format!("job {job_id} is {}; files can only be added before approval", job.state.label()),
+                format!(
+                    "job {job_id} is {}; files can only be added before approval",
+                    job.state.label()
+                ),
             ));
         }
         let file = JobFile {
@@ -393,14 +406,23 @@ impl Model {
 
     /// Moves a job in progress to awaiting approval.
     pub fn request_approval(&mut self, job_id: &str) -> Result<(), ModelError> {
-        self.transition(job_id, &[JobState::InProgress], JobState::AwaitingApproval, "requested for approval")
+        self.transition(
+            job_id,
+            &[JobState::InProgress],
+            JobState::AwaitingApproval,
+            "requested for approval",
+        )
     }
 
     /// Approves a job; with AutoSend on it goes to production at once.
     pub fn approve(&mut self, job_id: &str, now: OffsetDateTime) -> Result<(), ModelError> {
         self.transition(
             job_id,
-            &[JobState::InProgress, JobState::AwaitingApproval, JobState::OnHold],
+            &[
+                JobState::InProgress,
+                JobState::AwaitingApproval,
+                JobState::OnHold,
+            ],
             JobState::Approved,
             "approved",
         )?;
@@ -414,7 +436,11 @@ impl Model {
     pub fn hold(&mut self, job_id: &str) -> Result<(), ModelError> {
         self.transition(
             job_id,
-            &[JobState::InProgress, JobState::AwaitingApproval, JobState::Approved],
+            &[
+                JobState::InProgress,
+                JobState::AwaitingApproval,
+                JobState::Approved,
+            ],
             JobState::OnHold,
             "put on hold",
         )
@@ -504,7 +530,9 @@ impl Model {
     }
 
     fn autosend(&mut self, job_id: &str, now: OffsetDateTime) {
-        let Some(job) = self.jobs.get(job_id) else { return };
+        let Some(job) = self.jobs.get(job_id) else {
+            return;
+        };
         let queues = self.preselected_queues(job);
         if queues.is_empty() {
             let job = self.jobs.get_mut(job_id).expect("job exists");
@@ -553,7 +581,11 @@ impl Model {
     ) -> Result<Vec<SendResult>, ModelError> {
         self.check_send_permission(user)?;
         if job_ids.is_empty() {
-            return Err(refuse(ErrorKind::Invalid, "no_jobs", "choose at least one job to send"));
+            return Err(refuse(
+                ErrorKind::Invalid,
+                "no_jobs",
+                "choose at least one job to send",
+            ));
         }
         Ok(job_ids
             .iter()
@@ -576,7 +608,11 @@ impl Model {
 
     fn check_send_permission(&self, user: &str) -> Result<(), ModelError> {
         let profile = self.users.get(user).ok_or_else(|| {
-            refuse(ErrorKind::Forbidden, "unknown_user", format!("there is no user {user:?}"))
+            refuse(
+                ErrorKind::Forbidden,
+                "unknown_user",
+                format!("there is no user {user:?}"),
+            )
         })?;
         let allowed = self
             .profiles
@@ -600,10 +636,13 @@ impl Model {
         chosen: Option<&[String]>,
         now: OffsetDateTime,
     ) -> Result<Vec<String>, ModelError> {
-        let job = self
-            .jobs
-            .get(job_id)
-            .ok_or_else(|| refuse(ErrorKind::NotFound, "unknown_job", format!("there is no job {job_id}")))?;
+        let job = self.jobs.get(job_id).ok_or_else(|| {
+            refuse(
+                ErrorKind::NotFound,
+                "unknown_job",
+                format!("there is no job {job_id}"),
+            )
+        })?;
         if !matches!(
             job.state,
             JobState::Approved | JobState::SentToProduction | JobState::ProductionError
@@ -618,7 +657,11 @@ impl Model {
             ));
         }
         if job.files.is_empty() {
-            return Err(refuse(ErrorKind::Conflict, "no_files", format!("job {job_id} has no files to send")));
+            return Err(refuse(
+                ErrorKind::Conflict,
+                "no_files",
+                format!("job {job_id} has no files to send"),
+            ));
         }
         let queues = match chosen {
             Some(queues) => queues.to_vec(),
@@ -657,7 +700,12 @@ impl Model {
     }
 
     /// Marks a job for download: one new pending delivery per queue, one send higher.
-    fn make_deliveries(&mut self, job_id: &str, queues: &[String], _now: OffsetDateTime) -> Vec<String> {
+    fn make_deliveries(
+        &mut self,
+        job_id: &str,
+        queues: &[String],
+        _now: OffsetDateTime,
+    ) -> Vec<String> {
         let job = self.jobs.get_mut(job_id).expect("caller checked the job");
         job.send_count += 1;
         job.state = JobState::SendingToProduction;
@@ -683,6 +731,7 @@ impl Model {
                     send_count,
                     state: DeliveryState::Pending { not_before: None },
                     leases: 0,
+                    last_failure: None,
                     events: Vec::new(),
                 },
             );
@@ -695,7 +744,11 @@ impl Model {
     /// Refuses sending an order as such: only jobs go to production.
     pub fn send_order(&self, number: &str) -> Result<(), ModelError> {
         let order = self.orders.get(number).ok_or_else(|| {
-            refuse(ErrorKind::NotFound, "unknown_order", format!("there is no order {number}"))
+            refuse(
+                ErrorKind::NotFound,
+                "unknown_order",
+                format!("there is no order {number}"),
+            )
         })?;
         Err(refuse(
             ErrorKind::Invalid,
@@ -711,8 +764,11 @@ impl Model {
     pub fn jobs_by_order(&self) -> Vec<&Job> {
         let mut jobs: Vec<&Job> = self.jobs.values().collect();
         jobs.sort_by(|a, b| {
-            (a.order_number.is_none(), &a.order_number, job_number(&a.id))
-                .cmp(&(b.order_number.is_none(), &b.order_number, job_number(&b.id)))
+            (a.order_number.is_none(), &a.order_number, job_number(&a.id)).cmp(&(
+                b.order_number.is_none(),
+                &b.order_number,
+                job_number(&b.id),
+            ))
         });
         jobs
     }
@@ -833,7 +889,9 @@ impl Model {
                     size: file.size,
                     sha256: file.sha256.clone(),
                     url: match &file.location {
-                        FileLocation::Stored => format!("{}/files/{}", protocol::AGENT_API, file.id),
+                        FileLocation::Stored => {
+                            format!("{}/files/{}", protocol::AGENT_API, file.id)
+                        }
                         FileLocation::External(url) => url.clone(),
                     },
                 })
@@ -843,13 +901,22 @@ impl Model {
 
     fn delivery_mut(&mut self, id: &str) -> Result<&mut Delivery, ModelError> {
         self.deliveries.get_mut(id).ok_or_else(|| {
-            refuse(ErrorKind::NotFound, "unknown_delivery", format!("there is no delivery {id}"))
+            refuse(
+                ErrorKind::NotFound,
+                "unknown_delivery",
+                format!("there is no delivery {id}"),
+            )
         })
     }
 
     /// Makes sure `agent` may act on delivery `id` now, taking a lapsed lease back if
     /// nobody else has it. Returns the delivery's current state for the caller to judge.
-    fn hold_lease(&mut self, agent: &str, id: &str, now: OffsetDateTime) -> Result<&mut Delivery, ModelError> {
+    fn hold_lease(
+        &mut self,
+        agent: &str,
+        id: &str,
+        now: OffsetDateTime,
+    ) -> Result<&mut Delivery, ModelError> {
         self.expire_leases(now);
         let lease = self.settings.lease;
         let delivery = self.delivery_mut(id)?;
@@ -863,7 +930,9 @@ impl Model {
                     format!("delivery {id} is leased to another agent"),
                 ))
             }
-            DeliveryState::Completed { agent: holder, .. } if holder == agent => return Ok(delivery),
+            DeliveryState::Completed { agent: holder, .. } if holder == agent => {
+                return Ok(delivery)
+            }
             DeliveryState::Completed { .. } => {
                 return Err(refuse(
                     ErrorKind::Conflict,
@@ -872,7 +941,11 @@ impl Model {
                 ))
             }
             DeliveryState::Failed { .. } => {
-                return Err(refuse(ErrorKind::Conflict, "lease_lost", format!("delivery {id} has failed")))
+                return Err(refuse(
+                    ErrorKind::Conflict,
+                    "lease_lost",
+                    format!("delivery {id} has failed"),
+                ))
             }
         }
         delivery.state = DeliveryState::Leased {
@@ -883,11 +956,20 @@ impl Model {
     }
 
     /// Extends an agent's lease on a delivery.
-    pub fn renew(&mut self, agent: &str, id: &str, now: OffsetDateTime) -> Result<OffsetDateTime, ModelError> {
+    pub fn renew(
+        &mut self,
+        agent: &str,
+        id: &str,
+        now: OffsetDateTime,
+    ) -> Result<OffsetDateTime, ModelError> {
         let delivery = self.hold_lease(agent, id, now)?;
         match &delivery.state {
             DeliveryState::Leased { expires_at, .. } => Ok(*expires_at),
-            _ => Err(refuse(ErrorKind::Conflict, "lease_lost", format!("delivery {id} is already completed"))),
+            _ => Err(refuse(
+                ErrorKind::Conflict,
+                "lease_lost",
+                format!("delivery {id} is already completed"),
+            )),
         }
     }
 
@@ -943,8 +1025,13 @@ impl Model {
         let hold = self.settings.retry_hold;
         let delivery = self.hold_lease(agent, id, now)?;
         if matches!(delivery.state, DeliveryState::Completed { .. }) {
-            return Err(refuse(ErrorKind::Conflict, "already_completed", format!("delivery {id} is already completed")));
+            return Err(refuse(
+                ErrorKind::Conflict,
+                "already_completed",
+                format!("delivery {id} is already completed"),
+            ));
         }
+        delivery.last_failure = Some(reason.to_string());
         if retryable {
             delivery.state = DeliveryState::Pending {
                 not_before: Some(now + hold),
@@ -973,7 +1060,9 @@ impl Model {
         at: OffsetDateTime,
         path: String,
     ) -> Result<(), ModelError> {
-        self.delivery_mut(id)?.events.push(RecordedEvent { event, at, path });
+        self.delivery_mut(id)?
+            .events
+            .push(RecordedEvent { event, at, path });
         Ok(())
     }
 }

@@ -35,13 +35,22 @@ pub fn routes() -> Router<Arc<AppState>> {
         )
         .route("/api/v1/operator/jobs/{id}/queues", put(set_job_queues))
         .route("/api/v1/operator/jobs/{id}/{action}", post(job_action))
-        .route("/api/v1/operator/orders", get(list_orders).post(upsert_order))
-        .route("/api/v1/operator/orders/{number}/queues", put(set_order_queues))
+        .route(
+            "/api/v1/operator/orders",
+            get(list_orders).post(upsert_order),
+        )
+        .route(
+            "/api/v1/operator/orders/{number}/queues",
+            put(set_order_queues),
+        )
         .route("/api/v1/operator/orders/{number}/send", post(send_order))
         .route("/api/v1/operator/send", post(send))
         .route("/api/v1/operator/queues", get(list_queues))
         .route("/api/v1/operator/deliveries", get(list_deliveries))
-        .route("/api/v1/operator/settings", get(show_settings).put(change_settings))
+        .route(
+            "/api/v1/operator/settings",
+            get(show_settings).put(change_settings),
+        )
         .route("/api/v1/operator/clock", get(show_clock))
         .route("/api/v1/operator/clock/advance", post(advance_clock))
 }
@@ -128,19 +137,27 @@ fn invalid(message: impl Into<String>) -> ApiError {
 
 /// A job with its deliveries, as operators see it.
 fn job_view(model: &Model, job: &Job) -> Value {
-    let deliveries: Vec<&super::model::Delivery> =
-        model.deliveries.values().filter(|d| d.job == job.id).collect();
+    let deliveries: Vec<&super::model::Delivery> = model
+        .deliveries
+        .values()
+        .filter(|d| d.job == job.id)
+        .collect();
     let mut view = serde_json::to_value(job).unwrap_or_default();
     view["deliveries"] = serde_json::to_value(deliveries).unwrap_or_default();
     view["preselected_queues"] = json!(model.preselected_queues(job));
     view
 }
 
-async fn list_jobs(State(state): State<Arc<AppState>>, Query(query): Query<JobListQuery>) -> Result<Json<Value>, ApiError> {
+async fn list_jobs(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<JobListQuery>,
+) -> Result<Json<Value>, ApiError> {
     let model = state.model();
     let jobs = model.jobs_by_order();
     match query.group.as_deref() {
-        None => Ok(Json(json!({"jobs": jobs.iter().map(|j| job_view(&model, j)).collect::<Vec<_>>() }))),
+        None => Ok(Json(
+            json!({"jobs": jobs.iter().map(|j| job_view(&model, j)).collect::<Vec<_>>() }),
+        )),
         Some("order_number") => {
             let mut groups: Vec<Value> = Vec::new();
             for job in jobs {
@@ -157,16 +174,24 @@ async fn list_jobs(State(state): State<Arc<AppState>>, Query(query): Query<JobLi
             }
             Ok(Json(json!({ "groups": groups })))
         }
-        Some(other) => Err(invalid(format!("jobs can be grouped by order_number, not {other:?}"))),
+        Some(other) => Err(invalid(format!(
+            "jobs can be grouped by order_number, not {other:?}"
+        ))),
     }
 }
 
-async fn show_job(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn show_job(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let model = state.model();
-    let job = model
-        .jobs
-        .get(&id)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_job", format!("there is no job {id}")))?;
+    let job = model.jobs.get(&id).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_job",
+            format!("there is no job {id}"),
+        )
+    })?;
     Ok(Json(job_view(&model, job)))
 }
 
@@ -182,25 +207,47 @@ async fn create_job(
             (None, Some(encoded)) => Some(Bytes::from(
                 base64::engine::general_purpose::STANDARD
                     .decode(encoded)
-                    .map_err(|err| invalid(format!("file {:?}: content_base64: {err}", spec.name)))?,
+                    .map_err(|err| {
+                        invalid(format!("file {:?}: content_base64: {err}", spec.name))
+                    })?,
             )),
             (None, None) => None,
-            (Some(_), Some(_)) => return Err(invalid(format!("file {:?}: give content or content_base64, not both", spec.name))),
+            (Some(_), Some(_)) => {
+                return Err(invalid(format!(
+                    "file {:?}: give content or content_base64, not both",
+                    spec.name
+                )))
+            }
         };
         let location = match (&content, spec.url) {
             (Some(_), None) => FileLocation::Stored,
             (None, Some(url)) => FileLocation::External(url),
-            _ => return Err(invalid(format!("file {:?}: give either content or url", spec.name))),
+            _ => {
+                return Err(invalid(format!(
+                    "file {:?}: give either content or url",
+                    spec.name
+                )))
+            }
         };
         let size = match (spec.size, &content) {
             (Some(size), _) => size,
             (None, Some(bytes)) => bytes.len() as i64,
-            (None, None) => return Err(invalid(format!("file {:?}: a file behind a url needs size", spec.name))),
+            (None, None) => {
+                return Err(invalid(format!(
+                    "file {:?}: a file behind a url needs size",
+                    spec.name
+                )))
+            }
         };
         let sha256 = match (spec.sha256, &content) {
             (Some(sha), _) => sha,
             (None, Some(bytes)) => sha256_hex(bytes),
-            (None, None) => return Err(invalid(format!("file {:?}: a file behind a url needs sha256", spec.name))),
+            (None, None) => {
+                return Err(invalid(format!(
+                    "file {:?}: a file behind a url needs sha256",
+                    spec.name
+                )))
+            }
         };
         contents.push(content);
         new_files.push(NewFile {
@@ -211,7 +258,12 @@ async fn create_job(
         });
     }
     let mut model = state.model();
-    let job = model.create_job(&request.name, request.order_number.as_deref(), request.queues, new_files)?;
+    let job = model.create_job(
+        &request.name,
+        request.order_number.as_deref(),
+        request.queues,
+        new_files,
+    )?;
     for (file, content) in job.files.iter().zip(contents) {
         if let Some(bytes) = content {
             state.files.put(&file.id, bytes);
@@ -237,7 +289,10 @@ async fn upload_file(
         },
     )?;
     state.files.put(&file.id, body);
-    Ok((StatusCode::CREATED, Json(serde_json::to_value(file).unwrap_or_default())))
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::to_value(file).unwrap_or_default()),
+    ))
 }
 
 async fn job_action(
@@ -283,7 +338,10 @@ async fn list_orders(State(state): State<Arc<AppState>>) -> Json<Value> {
     Json(json!({ "orders": state.model().orders.values().collect::<Vec<_>>() }))
 }
 
-async fn upsert_order(State(state): State<Arc<AppState>>, ApiJson(request): ApiJson<UpsertOrder>) -> Result<Json<Value>, ApiError> {
+async fn upsert_order(
+    State(state): State<Arc<AppState>>,
+    ApiJson(request): ApiJson<UpsertOrder>,
+) -> Result<Json<Value>, ApiError> {
     if request.number.trim().is_empty() {
         return Err(invalid("an order needs a number"));
     }
@@ -315,7 +373,10 @@ async fn set_order_queues(
     Json(view)
 }
 
-async fn send_order(State(state): State<Arc<AppState>>, Path(number): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn send_order(
+    State(state): State<Arc<AppState>>,
+    Path(number): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     state.model().send_order(&number)?;
     Ok(Json(json!({})))
 }
@@ -330,7 +391,13 @@ async fn send(
     let user = headers
         .get(USER_HEADER)
         .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "no_user", "name the user acting in the X-Tbot-User header"))?;
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "no_user",
+                "name the user acting in the X-Tbot-User header",
+            )
+        })?;
     let now = state.clock.now();
     let results = state
         .model()
@@ -339,7 +406,10 @@ async fn send(
     Ok(Json(json!({ "results": results })))
 }
 
-async fn list_queues(State(state): State<Arc<AppState>>, Query(query): Query<QueueListQuery>) -> Json<Value> {
+async fn list_queues(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<QueueListQuery>,
+) -> Json<Value> {
     let now = state.clock.now();
     let model = state.model();
     let queues: Vec<Value> = model
@@ -364,7 +434,10 @@ async fn show_settings(State(state): State<Arc<AppState>>) -> Json<Value> {
     Json(json!(state.model().settings))
 }
 
-async fn change_settings(State(state): State<Arc<AppState>>, ApiJson(change): ApiJson<SettingsChange>) -> Json<Value> {
+async fn change_settings(
+    State(state): State<Arc<AppState>>,
+    ApiJson(change): ApiJson<SettingsChange>,
+) -> Json<Value> {
     let now = state.clock.now();
     let mut model = state.model();
     if let Some(ttl) = change.queue_ttl {
@@ -386,10 +459,15 @@ async fn change_settings(State(state): State<Arc<AppState>>, ApiJson(change): Ap
 }
 
 async fn show_clock(State(state): State<Arc<AppState>>) -> Json<Value> {
-    Json(json!({ "now": state.clock.now().format(&time::format_description::well_known::Rfc3339).unwrap_or_default() }))
+    Json(
+        json!({ "now": state.clock.now().format(&time::format_description::well_known::Rfc3339).unwrap_or_default() }),
+    )
 }
 
-async fn advance_clock(State(state): State<Arc<AppState>>, ApiJson(advance): ApiJson<Advance>) -> Json<Value> {
+async fn advance_clock(
+    State(state): State<Arc<AppState>>,
+    ApiJson(advance): ApiJson<Advance>,
+) -> Json<Value> {
     state.clock.advance(advance.by);
     state.wake_claims();
     show_clock(State(state)).await

@@ -84,8 +84,9 @@ impl MockSettings {
     pub fn load(path: &Path) -> anyhow::Result<MockSettings> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read mock server file {}", path.display()))?;
-        let raw: RawFile = toml::from_str(&text)
-            .map_err(|err| anyhow::anyhow!("mock server file {}: {}", path.display(), err.message()))?;
+        let raw: RawFile = toml::from_str(&text).map_err(|err| {
+            anyhow::anyhow!("mock server file {}: {}", path.display(), err.message())
+        })?;
         let mut settings = MockSettings::default();
         settings.model.autosend = raw.autosend;
         if let Some(ttl) = raw.queue_ttl {

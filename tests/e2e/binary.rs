@@ -1,0 +1,303 @@
+//! The built `tbot` binary as an operator runs it: configuration checks, a clean stop on
+//! SIGTERM, and the demo.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::*;
+
+const TBOT: &str = env!("CARGO_BIN_EXE_tbot");
+const SECRET: &str = "s3cret-floor-token";
+
+fn valid_config(dir: &Path) -> String {
+    format!(
+        "[server]\nurl = \"https://jobs.example.com\"\ntoken = \"{SECRET}\"\ncheck_interval = \"30s\"\n\n\
+         [agent]\nname = \"pressroom-1\"\nstate_dir = {state:?}\nconcurrency = 4\n\n\
+         [log]\nlevel = \"info\"\nformat = \"text\"\n\n\
+         [[queue]]\nname = \"indigo-7900\"\nkind = \"printer\"\nhotfolder = {indigo:?}\nnaming = \"{{order}}_{{job}}_{{name}}\"\nmax_file_size = \"20GiB\"\n\n\
+         [[queue]]\nname = \"ctp\"\nkind = \"ctp\"\nhotfolder = {ctp:?}\n",
+        state = dir.join("state").display().to_string(),
+        indigo = dir.join("indigo").display().to_string(),
+        ctp = dir.join("ctp").display().to_string(),
+    )
+}
+
+fn check_config(dir: &Path, text: &str) -> (bool, String) {
+    let path = dir.join("tbot.toml");
+    std::fs::write(&path, text).unwrap();
+    let output = Command::new(TBOT)
+        .arg("check-config")
+        .arg(&path)
+        .env_remove("TBOT_TOKEN")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[test]
+fn check_config_accepts_the_example_and_a_valid_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, output) = check_config(dir.path(), &valid_config(dir.path()));
+    assert!(ok, "{output}");
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tbot.example.toml")).unwrap();
+    let (ok, output) = check_config(dir.path(), &example);
+    assert!(ok, "tbot.example.toml is not valid: {output}");
+}
+
+#[test]
+fn check_config_refuses_each_bad_config_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let valid = valid_config(dir.path());
+    let token_line = format!("token = \"{SECRET}\"\n");
+    let cases: Vec<(String, &[&str])> = vec![
+        (
+            valid.replace("concurrency = 4", "concurrency = 4\nthreads = 2"),
+            &["unknown field", "threads", "line 10"],
+        ),
+        (
+            valid.replace("concurrency = 4", "concurrency = \"four\""),
+            &["concurrency", "line 9"],
+        ),
+        (
+            valid.replace("concurrency = 4", "concurrency = 0"),
+            &["agent.concurrency", "at least 1"],
+        ),
+        (
+            valid.replace("name = \"pressroom-1\"\n", ""),
+            &["missing field", "name"],
+        ),
+        (
+            valid.replace("url = \"https://jobs.example.com\"", "url = \"not a url\""),
+            &["server.url"],
+        ),
+        (
+            valid.replace("https://jobs.example.com", "ftp://jobs.example.com"),
+            &["server.url", "ftp"],
+        ),
+        (
+            valid.replace("check_interval = \"30s\"", "check_interval = \"soon\""),
+            &["check_interval", "line 4"],
+        ),
+        (
+            valid.replace(
+                "max_file_size = \"20GiB\"",
+                "max_file_size = \"20 parsecs\"",
+            ),
+            &["max_file_size"],
+        ),
+        (
+            valid.replace("kind = \"ctp\"", "kind = \"fax\""),
+            &["unknown variant", "fax"],
+        ),
+        (
+            valid.replace("name = \"ctp\"", "name = \"indigo-7900\""),
+            &["queue[1].name", "indigo-7900"],
+        ),
+        (
+            valid.replace(&dir.path().join("ctp").display().to_string(), "hot/ctp"),
+            &["queue[1].hotfolder", "absolute"],
+        ),
+        (
+            valid.replace(
+                &dir.path().join("ctp").display().to_string(),
+                &dir.path().join("indigo").display().to_string(),
+            ),
+            &["queue[1].hotfolder", "another queue"],
+        ),
+        (
+            valid[..valid.find("[[queue]]").unwrap()].to_string(),
+            &["no [[queue]]"],
+        ),
+        (
+            valid.replace(&token_line, ""),
+            &["no agent token", "TBOT_TOKEN"],
+        ),
+        (
+            valid.replace(
+                "naming = \"{order}_{job}_{name}\"",
+                "naming = \"{order}_{job}\"",
+            ),
+            &["queue[0].naming", "{name}"],
+        ),
+        (
+            valid.replace("level = \"info\"", "level = \"loud\""),
+            &["log.level"],
+        ),
+        (
+            valid.replace("format = \"text\"", "format = \"xml\""),
+            &["format"],
+        ),
+        (
+            valid.replace(
+                &token_line,
+                &format!("token = \"{SECRET}\"\ntoken_file = \"/etc/tbot/token\"\n"),
+            ),
+            &["not both"],
+        ),
+        (
+            valid.replace(&token_line, "token = \"unterminated\n"),
+            &["line 3"],
+        ),
+    ];
+    for (text, expected) in cases {
+        let (ok, output) = check_config(dir.path(), &text);
+        assert!(!ok, "accepted a bad config:\n{text}");
+        for words in expected {
+            assert!(
+                output.contains(words),
+                "message does not say {words:?}:\n{output}"
+            );
+        }
+        assert!(!output.contains(SECRET), "the token leaked:\n{output}");
+    }
+}
+
+#[test]
+fn the_token_can_come_from_the_environment_or_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let without = valid_config(dir.path()).replace(&format!("token = \"{SECRET}\"\n"), "");
+    let path = dir.path().join("tbot.toml");
+    std::fs::write(&path, &without).unwrap();
+    let status = Command::new(TBOT)
+        .arg("check-config")
+        .arg(&path)
+        .env("TBOT_TOKEN", "from-env")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::write(dir.path().join("token"), "from-file\n").unwrap();
+    let with_file = without.replace(
+        "check_interval",
+        &format!(
+            "token_file = {:?}\ncheck_interval",
+            dir.path().join("token").display().to_string()
+        ),
+    );
+    let (ok, output) = check_config(dir.path(), &with_file);
+    assert!(ok, "{output}");
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_agent_cleanly_mid_transfer() {
+    let server = start_server(|_| {}).await;
+    let floor = Floor::new(&["indigo"]);
+    let config_path = floor.path("tbot.toml");
+    std::fs::write(
+        &config_path,
+        agent_config_text(
+            &server.url(),
+            TOKEN,
+            &floor.path("state"),
+            &[("indigo-7900", "printer", &floor.path("indigo"))],
+            "",
+        ),
+    )
+    .unwrap();
+    let child = Command::new(TBOT)
+        .args(["run", "--config"])
+        .arg(&config_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let owner = operator(&server, "owner");
+    wait_connected(&owner, &["indigo-7900"]).await;
+    let big = vec![7u8; 64 * 1024 * 1024];
+    let job = owner
+        .create_job("Big poster", None, &["indigo-7900".to_string()])
+        .await
+        .unwrap();
+    owner.upload(&job, "poster.pdf", big).await.unwrap();
+    owner
+        .post(&format!("/jobs/{job}/approve"), json!({}))
+        .await
+        .unwrap();
+    owner.send(std::slice::from_ref(&job), None).await.unwrap();
+    wait_until(
+        "the delivery to be leased",
+        Duration::from_secs(10),
+        || async {
+            deliveries(&owner)
+                .await
+                .iter()
+                .any(|d| d["state"] == json!("leased"))
+                .then_some(())
+        },
+    )
+    .await;
+
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "exit {:?}\n{log}", output.status);
+    assert!(log.contains("SIGTERM"), "{log}");
+    assert!(!log.contains(TOKEN), "the token leaked into the log");
+    let files = visible_files(&floor.path("indigo"));
+    // Either the drop finished before the signal, whole, or nothing is visible.
+    for name in &files {
+        assert_eq!(
+            std::fs::metadata(floor.path("indigo").join(name))
+                .unwrap()
+                .len(),
+            64 * 1024 * 1024
+        );
+    }
+    assert!(
+        staged_files(&floor.path("indigo")).is_empty(),
+        "staging left behind"
+    );
+    server.stop().await;
+}
+
+#[test]
+fn the_demo_delivers_every_file_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo_dir = dir.path().join("demo");
+    let output = Command::new(TBOT)
+        .arg("demo")
+        .arg("--dir")
+        .arg(&demo_dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("12 files in 5 deliveries, 12 verified"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("MISMATCH"));
+    for queue in ["indigo-7900", "trendsetter-ctp", "prinergy-imposition"] {
+        assert!(
+            !visible_files(&demo_dir.join("hotfolders").join(queue)).is_empty(),
+            "{queue} got nothing"
+        );
+    }
+    // A second run in the same folder starts afresh.
+    let again = Command::new(TBOT)
+        .arg("demo")
+        .arg("--dir")
+        .arg(&demo_dir)
+        .output()
+        .unwrap();
+    assert!(again.status.success());
+}

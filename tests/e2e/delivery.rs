@@ -1,0 +1,352 @@
+//! Deliveries end to end: files land whole, verified and once, named by the queue's
+//! rule, and bad bytes never land.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+use serde_json::json;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn multi_file_jobs_reach_every_chosen_queue_verified() {
+    let server = start_server(|_| {}).await;
+    let floor = Floor::new(&["indigo", "ctp"]);
+    let config = agent_config_text(
+        &server.url(),
+        TOKEN,
+        &floor.path("state"),
+        &[
+            ("indigo-7900", "printer", &floor.path("indigo")),
+            ("trendsetter", "ctp", &floor.path("ctp")),
+        ],
+        "",
+    );
+    let agent = RunningAgent::start(&config);
+    let owner = operator(&server, "owner");
+    wait_connected(&owner, &["indigo-7900", "trendsetter"]).await;
+
+    let cards = approved_job(
+        &owner,
+        "Business cards - Smith",
+        Some("MC-5521"),
+        &["indigo-7900", "trendsetter"],
+        json!([{"name": "front.pdf", "content": "front side"}, {"name": "back.pdf", "content": "back side"}]),
+    )
+    .await;
+    let flyer = approved_job(
+        &owner,
+        "Flyer",
+        None,
+        &["trendsetter"],
+        json!([{"name": "flyer.pdf", "content": "flyer"}]),
+    )
+    .await;
+    let sent = owner
+        .send(&[cards.clone(), flyer.clone()], None)
+        .await
+        .unwrap();
+    assert_eq!(
+        sent["results"][0]["deliveries"].as_array().unwrap().len(),
+        2,
+        "{sent}"
+    );
+    assert_eq!(sent["results"][1]["ok"], json!(true), "{sent}");
+
+    let settled = wait_deliveries_settled(&owner, &["completed"]).await;
+    assert_eq!(settled.len(), 3);
+    assert_eq!(
+        visible_files(&floor.path("indigo")),
+        [
+            format!("MC-5521_{cards}_back.pdf"),
+            format!("MC-5521_{cards}_front.pdf")
+        ]
+    );
+    assert_eq!(
+        visible_files(&floor.path("ctp")),
+        [
+            format!("{flyer}_flyer.pdf"),
+            format!("MC-5521_{cards}_back.pdf"),
+            format!("MC-5521_{cards}_front.pdf")
+        ]
+    );
+    assert_eq!(
+        std::fs::read_to_string(floor.path("ctp").join(format!("{flyer}_flyer.pdf"))).unwrap(),
+        "flyer"
+    );
+    // The reported paths and checksums are those of the files on disk.
+    for delivery in &settled {
+        let folder = if delivery["queue"] == json!("indigo-7900") {
+            "indigo"
+        } else {
+            "ctp"
+        };
+        for file in delivery["files"].as_array().unwrap() {
+            let on_disk = floor.path(folder).join(file["path"].as_str().unwrap());
+            assert_eq!(sha256_file(&on_disk), file["sha256"].as_str().unwrap());
+        }
+    }
+    for job in [&cards, &flyer] {
+        assert_eq!(
+            owner.get(&format!("/jobs/{job}")).await.unwrap()["state"],
+            json!("sent_to_production")
+        );
+    }
+    assert!(staged_files(&floor.path("indigo")).is_empty());
+    agent.stop().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn send_again_keeps_the_first_copy_and_adds_a_second() {
+    let server = start_server(|_| {}).await;
+    let floor = Floor::new(&["indigo"]);
+    let config = agent_config_text(
+        &server.url(),
+        TOKEN,
+        &floor.path("state"),
+        &[("indigo-7900", "printer", &floor.path("indigo"))],
+        "",
+    );
+    let agent = RunningAgent::start(&config);
+    let owner = operator(&server, "owner");
+    wait_connected(&owner, &["indigo-7900"]).await;
+
+    let job = approved_job(
+        &owner,
+        "Poster",
+        Some("MC-1"),
+        &["indigo-7900"],
+        json!([{"name": "poster.pdf", "content": "v1"}]),
+    )
+    .await;
+    owner.send(std::slice::from_ref(&job), None).await.unwrap();
+    wait_deliveries_settled(&owner, &["completed"]).await;
+    let first = floor.path("indigo").join(format!("MC-1_{job}_poster.pdf"));
+    let first_modified = std::fs::metadata(&first).unwrap().modified().unwrap();
+
+    let again = owner.send(std::slice::from_ref(&job), None).await.unwrap();
+    assert_eq!(again["results"][0]["ok"], json!(true), "{again}");
+    let settled = wait_until("the second delivery", Duration::from_secs(20), || async {
+        let all = deliveries(&owner).await;
+        (all.len() == 2 && all.iter().all(|d| d["state"] == json!("completed"))).then_some(all)
+    })
+    .await;
+    assert_ne!(settled[0]["id"], settled[1]["id"]);
+    assert_eq!(settled[1]["send_count"], json!(2));
+    assert_eq!(
+        visible_files(&floor.path("indigo")),
+        [
+            format!("MC-1_{job}_poster.pdf"),
+            format!("MC-1_{job}_poster_2.pdf")
+        ]
+    );
+    assert_eq!(
+        std::fs::metadata(&first).unwrap().modified().unwrap(),
+        first_modified,
+        "the first copy was touched"
+    );
+    agent.stop().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bytes_that_do_not_match_never_reach_the_hotfolder() {
+    let server = start_server(|_| {}).await;
+    let floor = Floor::new(&["indigo"]);
+    let config = agent_config_text(
+        &server.url(),
+        TOKEN,
+        &floor.path("state"),
+        &[("indigo-7900", "printer", &floor.path("indigo"))],
+        "",
+    );
+    let agent = RunningAgent::start(&config);
+    let owner = operator(&server, "owner");
+    wait_connected(&owner, &["indigo-7900"]).await;
+
+    let wrong_sum = "0".repeat(64);
+    let corrupted = approved_job(
+        &owner,
+        "Corrupted",
+        None,
+        &["indigo-7900"],
+        json!([{"name": "a.pdf", "content": "real bytes", "sha256": wrong_sum}]),
+    )
+    .await;
+    let truncated = approved_job(
+        &owner,
+        "Truncated",
+        None,
+        &["indigo-7900"],
+        json!([{"name": "b.pdf", "content": "short", "size": 5000}]),
+    )
+    .await;
+    owner.send(&[corrupted, truncated], None).await.unwrap();
+
+    let failures = wait_until(
+        "both deliveries to fail as retryable",
+        Duration::from_secs(30),
+        || async {
+            let all = deliveries(&owner).await;
+            let reasons: Vec<String> = all
+                .iter()
+                .filter_map(|d| d["last_failure"].as_str().map(String::from))
+                .collect();
+            (reasons.len() == 2).then_some(reasons)
+        },
+    )
+    .await;
+    assert!(
+        failures
+            .iter()
+            .any(|r| r.contains("checksum mismatch") && r.contains("3 attempts")),
+        "{failures:?}"
+    );
+    assert!(
+        failures
+            .iter()
+            .any(|r| r.contains("5000") && r.contains("b.pdf")),
+        "{failures:?}"
+    );
+    // Retryable: back to pending for another try, never failed for good.
+    assert!(deliveries(&owner)
+        .await
+        .iter()
+        .all(|d| d["state"] != json!("failed")));
+    assert!(visible_files(&floor.path("indigo")).is_empty());
+    assert!(staged_files(&floor.path("indigo")).is_empty());
+    agent.stop().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn two_agents_serving_one_queue_drop_each_delivery_once() {
+    let server = start_server(|_| {}).await;
+    let floor = Floor::new(&["shared"]);
+    let agents: Vec<RunningAgent> = [(TOKEN, "state-a"), (TOKEN_2, "state-b")]
+        .iter()
+        .map(|(token, state)| {
+            RunningAgent::start(&agent_config_text(
+                &server.url(),
+                token,
+                &floor.path(state),
+                &[("indigo-7900", "printer", &floor.path("shared"))],
+                "",
+            ))
+        })
+        .collect();
+    let owner = operator(&server, "owner");
+    wait_until(
+        "both agents to announce the queue",
+        Duration::from_secs(10),
+        || async {
+            let queues = owner.get("/queues").await.ok()?;
+            (queues["queues"][0]["agents"].as_array()?.len() == 2).then_some(())
+        },
+    )
+    .await;
+
+    let mut jobs = Vec::new();
+    for n in 0..24 {
+        let content = format!("job {n} ").repeat(1000);
+        jobs.push(
+            approved_job(
+                &owner,
+                &format!("Job {n}"),
+                Some("MC-9"),
+                &["indigo-7900"],
+                json!([{"name": "page.pdf", "content": content}]),
+            )
+            .await,
+        );
+    }
+    owner.send(&jobs, None).await.unwrap();
+    let settled = wait_deliveries_settled(&owner, &["completed"]).await;
+    assert_eq!(settled.len(), 24);
+    let expected: Vec<String> = {
+        let mut names: Vec<String> = jobs
+            .iter()
+            .map(|job| format!("MC-9_{job}_page.pdf"))
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(
+        visible_files(&floor.path("shared")),
+        expected,
+        "a delivery was dropped twice or not at all"
+    );
+    let served_by: BTreeSet<String> = settled
+        .iter()
+        .map(|d| d["agent"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!served_by.is_empty());
+    for agent in agents {
+        agent.stop().await;
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_file_on_another_host_is_fetched_without_the_token() {
+    // A stand-in for object storage on another origin, recording what it is sent.
+    let seen: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+    let recorder = seen.clone();
+    let storage = axum::Router::new().route(
+        "/bucket/plate.tif",
+        axum::routing::get(move |headers: HeaderMap| {
+            let recorder = recorder.clone();
+            async move {
+                let auth = headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .map(String::from);
+                recorder.lock().unwrap().push(auth);
+                "plate bytes"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let storage_url = format!("http://{}/bucket/plate.tif", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, storage).await });
+
+    let server = start_server(|_| {}).await;
+    let floor = Floor::new(&["ctp"]);
+    let config = agent_config_text(
+        &server.url(),
+        TOKEN,
+        &floor.path("state"),
+        &[("trendsetter", "ctp", &floor.path("ctp"))],
+        "",
+    );
+    let agent = RunningAgent::start(&config);
+    let owner = operator(&server, "owner");
+    wait_connected(&owner, &["trendsetter"]).await;
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"plate bytes"));
+    let job = approved_job(
+        &owner,
+        "Plates",
+        None,
+        &["trendsetter"],
+        json!([{"name": "plate.tif", "url": storage_url, "size": 11, "sha256": sha}]),
+    )
+    .await;
+    owner.send(std::slice::from_ref(&job), None).await.unwrap();
+    wait_deliveries_settled(&owner, &["completed"]).await;
+
+    assert_eq!(
+        std::fs::read_to_string(floor.path("ctp").join(format!("{job}_plate.tif"))).unwrap(),
+        "plate bytes"
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert!(!seen.is_empty(), "the storage host was never asked");
+    assert!(
+        seen.iter().all(Option::is_none),
+        "the token went to another host: {seen:?}"
+    );
+    agent.stop().await;
+    server.stop().await;
+}

@@ -1,0 +1,7 @@
+//! End-to-end tests: the real mock server on loopback, real agents, real files.
+
+mod bad_input;
+mod binary;
+mod delivery;
+mod job_side;
+mod support;

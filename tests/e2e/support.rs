@@ -1,0 +1,223 @@
+//! What every end-to-end test needs: a real mock server on a loopback port, real agents
+//! as tasks, hotfolders in temp dirs, and a way to wait for an outcome without sleeping
+//! blindly.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use backon::ExponentialBuilder;
+use serde_json::{json, Value};
+use tbot::agent::client::JobSideClient;
+use tbot::agent::Agent;
+use tbot::config::Config;
+use tbot::mockserver::{MockServer, MockSettings};
+use tbot::operator_client::OperatorClient;
+use tbot::shutdown::Shutdown;
+use tempfile::TempDir;
+
+pub const TOKEN: &str = "floor-token-1";
+pub const TOKEN_2: &str = "floor-token-2";
+
+/// A mock server with two agent tokens and the default users.
+pub async fn start_server(configure: impl FnOnce(&mut MockSettings)) -> MockServer {
+    let mut settings = MockSettings::default();
+    settings.add_agent_token(TOKEN);
+    settings.add_agent_token(TOKEN_2);
+    settings.model.retry_hold = Duration::from_millis(200);
+    configure(&mut settings);
+    MockServer::start(settings, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("mock server starts")
+}
+
+/// The configuration text of an agent serving `queues` (name, kind, hotfolder).
+pub fn agent_config_text(
+    server_url: &str,
+    token: &str,
+    state: &Path,
+    queues: &[(&str, &str, &Path)],
+    extra_queue_keys: &str,
+) -> String {
+    let mut text = format!(
+        "[server]\nurl = \"{server_url}\"\ntoken = \"{token}\"\ncheck_interval = \"200ms\"\n\
+         [agent]\nname = \"test-floor\"\nstate_dir = {:?}\nconcurrency = 4\n[log]\nlevel = \"debug\"\n",
+        state.display().to_string()
+    );
+    for (name, kind, hotfolder) in queues {
+        text.push_str(&format!(
+            "[[queue]]\nname = \"{name}\"\nkind = \"{kind}\"\nhotfolder = {:?}\n{extra_queue_keys}\n",
+            hotfolder.display().to_string()
+        ));
+    }
+    text
+}
+
+/// An agent running as a task, stopped (and awaited) by [`RunningAgent::stop`].
+pub struct RunningAgent {
+    shutdown: Shutdown,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningAgent {
+    pub fn start(config_text: &str) -> RunningAgent {
+        let config = Config::parse(config_text, None).expect("test config is valid");
+        let client = JobSideClient::new(&config.server)
+            .expect("client")
+            .with_retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(20))
+                    .with_max_delay(Duration::from_millis(200))
+                    .with_max_times(3),
+            );
+        let shutdown = Shutdown::new();
+        let agent = Agent::with_client(config, client, shutdown.clone());
+        RunningAgent {
+            shutdown,
+            task: tokio::spawn(agent.run()),
+        }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.trigger();
+        self.task
+            .await
+            .expect("agent task")
+            .expect("agent ran cleanly");
+    }
+}
+
+/// A temp dir with one hotfolder per name, plus a state folder.
+pub struct Floor {
+    pub dir: TempDir,
+}
+
+impl Floor {
+    pub fn new(hotfolders: &[&str]) -> Floor {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for name in hotfolders {
+            std::fs::create_dir_all(dir.path().join(name)).expect("hotfolder");
+        }
+        Floor { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+/// The visible files of a hotfolder (not tbot's hidden staging folder), sorted.
+pub fn visible_files(hotfolder: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(hotfolder)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| !name.starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Staged files left in a hotfolder's `.tbot` folder.
+pub fn staged_files(hotfolder: &Path) -> Vec<String> {
+    visible_files_in(&hotfolder.join(".tbot"))
+}
+
+fn visible_files_in(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Polls `check` until it returns `Some`, or panics after `limit` naming `what`.
+pub async fn wait_until<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The operator client of a mock server, acting as `user`.
+pub fn operator(server: &MockServer, user: &str) -> OperatorClient {
+    OperatorClient::new(&server.url(), user).expect("operator client")
+}
+
+/// Waits until the server lists every one of `queues` as connected.
+pub async fn wait_connected(owner: &OperatorClient, queues: &[&str]) {
+    wait_until("queues to connect", Duration::from_secs(10), || async {
+        let listed = owner.get("/queues").await.ok()?;
+        let names: Vec<&str> = listed["queues"]
+            .as_array()?
+            .iter()
+            .filter_map(|q| q["name"].as_str())
+            .collect();
+        queues.iter().all(|q| names.contains(q)).then_some(())
+    })
+    .await;
+}
+
+/// Creates an approved job with inline files given as (name, content).
+pub async fn approved_job(
+    owner: &OperatorClient,
+    name: &str,
+    order: Option<&str>,
+    queues: &[&str],
+    files: Value,
+) -> String {
+    let job = owner
+        .post(
+            "/jobs",
+            json!({"name": name, "order_number": order, "queues": queues, "files": files}),
+        )
+        .await
+        .expect("job created");
+    let id = job["id"].as_str().expect("job id").to_string();
+    owner
+        .post(&format!("/jobs/{id}/approve"), json!({}))
+        .await
+        .expect("approved");
+    id
+}
+
+/// All deliveries of the server.
+pub async fn deliveries(owner: &OperatorClient) -> Vec<Value> {
+    owner.get("/deliveries").await.expect("deliveries")["deliveries"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Waits until every delivery is in one of `states` and returns them.
+pub async fn wait_deliveries_settled(owner: &OperatorClient, states: &[&str]) -> Vec<Value> {
+    wait_until("deliveries to settle", Duration::from_secs(30), || async {
+        let all = deliveries(owner).await;
+        (!all.is_empty()
+            && all
+                .iter()
+                .all(|d| states.iter().any(|s| d["state"] == json!(s))))
+        .then_some(all)
+    })
+    .await
+}
+
+/// Lowercase hex SHA-256 of a file on disk.
+pub fn sha256_file(path: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(std::fs::read(path).expect("file readable")))
+}
