@@ -88,10 +88,13 @@ fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
             dir.display()
         );
     }
-    let hotfolders = dir.join("hotfolders");
-    if hotfolders.exists() {
-        std::fs::remove_dir_all(&hotfolders)
-            .with_context(|| format!("cannot clear {}", hotfolders.display()))?;
+    // Each demo starts a new job side whose ids begin again at 1, so the hotfolders
+    // and the journal of an earlier demo are cleared.
+    for earlier in [dir.join("hotfolders"), dir.join("state")] {
+        if earlier.exists() {
+            std::fs::remove_dir_all(&earlier)
+                .with_context(|| format!("cannot clear {}", earlier.display()))?;
+        }
     }
     for (queue, _) in QUEUES {
         std::fs::create_dir_all(hotfolders.join(queue))

@@ -1,19 +1,19 @@
 //! A queue's hotfolder: where staged files wait, how a verified file is moved in
 //! without a device ever seeing half of it, and whether the folder can take files now.
 
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::naming::clash_name;
 use crate::protocol::QueueStatus;
 
 /// The hidden folder inside each hotfolder where files are staged. Being on the same
 /// file system as the hotfolder makes the final move a rename, never a copy.
 pub const STAGING_DIR: &str = ".tbot";
 
-/// How many clash names are tried before a drop gives up.
-const MAX_CLASH_TRIES: u32 = 10_000;
+/// Below this much free space a hotfolder takes no new deliveries.
+pub const MIN_FREE_SPACE: u64 = 1024 * 1024;
 
 /// One queue's hotfolder on disk.
 #[derive(Debug, Clone)]
@@ -78,11 +78,18 @@ impl Hotfolder {
         let probe = staging.join(".probe");
         File::create(&probe)
             .and_then(|_| fs::remove_file(&probe))
-            .map_err(|err| format!("hotfolder {root} is not writable: {err}"))
+            .map_err(|err| format!("hotfolder {root} is not writable: {err}"))?;
+        match self.available_space() {
+            Ok(free) if free < MIN_FREE_SPACE => Err(format!(
+                "hotfolder {root} is full: {free} bytes free, tbot needs at least {MIN_FREE_SPACE}"
+            )),
+            _ => Ok(()),
+        }
     }
 
-    /// Removes staged files left behind by an earlier run.
-    pub fn clear_staging(&self) -> io::Result<usize> {
+    /// Removes staged files left behind by an earlier run, except those in `keep`
+    /// (deliveries the journal will resume).
+    pub fn clear_staging(&self, keep: &HashSet<PathBuf>) -> io::Result<usize> {
         let mut removed = 0;
         let entries = match fs::read_dir(self.staging_dir()) {
             Ok(entries) => entries,
@@ -91,7 +98,7 @@ impl Hotfolder {
         };
         for entry in entries {
             let path = entry?.path();
-            if path.extension().is_some_and(|ext| ext == "part") {
+            if path.extension().is_some_and(|ext| ext == "part") && !keep.contains(&path) {
                 fs::remove_file(&path)?;
                 removed += 1;
             }
@@ -99,46 +106,76 @@ impl Hotfolder {
         Ok(removed)
     }
 
-    /// Moves a verified staged file into the hotfolder as `name`, or as the first free
-    /// clash name when `name` is taken: nothing already there is ever overwritten. The
-    /// file is synced before it appears and the folder after, so a power cut leaves
-    /// either no file or the whole file. Returns the name the file got.
-    pub fn drop_file(&self, staged: &Path, name: &str) -> io::Result<String> {
-        File::open(staged)?.sync_all()?;
-        for n in 1..=MAX_CLASH_TRIES {
-            let candidate = if n == 1 {
-                name.to_string()
-            } else {
-                clash_name(name, n)
-            };
-            match place_without_overwrite(staged, &self.root.join(&candidate)) {
-                Ok(()) => {
-                    sync_dir(&self.root)?;
-                    sync_dir(&self.staging_dir())?;
-                    return Ok(candidate);
-                }
-                Err(err) if err.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(err) => return Err(err),
-            }
+    /// Free bytes on the hotfolder's file system, for the user tbot runs as.
+    pub fn available_space(&self) -> io::Result<u64> {
+        fs4::available_space(&self.root)
+    }
+
+    /// Makes a staged file's bytes durable before it is moved in.
+    pub fn sync_staged(&self, staged: &Path) -> io::Result<()> {
+        File::open(staged)?.sync_all()
+    }
+
+    /// Moves a verified staged file into the hotfolder as `name`, in one atomic step that
+    /// fails with `AlreadyExists` rather than replace anything. The folder is synced
+    /// afterwards, so the move survives a power cut.
+    pub fn place(&self, staged: &Path, name: &str) -> io::Result<()> {
+        move_without_overwrite(staged, &self.root.join(name))?;
+        sync_dir(&self.root)?;
+        sync_dir(&self.staging_dir())
+    }
+
+    /// After a crash: whether the move of `staged` to `name` took place. The staged
+    /// name only goes away with the move, so a missing staged file means it did.
+    pub fn was_placed(&self, staged: &Path, name: &str) -> bool {
+        match fs::symlink_metadata(staged) {
+            Err(err) if err.kind() == io::ErrorKind::NotFound => true,
+            Err(_) => false,
+            Ok(staged_meta) => fs::symlink_metadata(self.root.join(name))
+                .is_ok_and(|placed| same_file(&staged_meta, &placed)),
         }
-        Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            format!(
-                "{MAX_CLASH_TRIES} files named like {name} are already in {}",
-                self.root.display()
-            ),
-        ))
+    }
+
+    /// Removes a staged file whose move was interrupted after a link (the fallback
+    /// path), once the file is known to be in place.
+    pub fn forget_staged(&self, staged: &Path) -> io::Result<()> {
+        match fs::remove_file(staged) {
+            Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
+            _ => Ok(()),
+        }
     }
 }
 
-/// Gives `staged` the name `target` in one atomic step, failing with `AlreadyExists`
-/// rather than replacing a file. A hard link appears whole or not at all; the staged
-/// name is removed afterwards.
-fn place_without_overwrite(staged: &Path, target: &Path) -> io::Result<()> {
-    fs::hard_link(staged, target)?;
-    fs::remove_file(staged)
+/// Renames `from` to `to` unless `to` exists. On Linux this is `renameat2` with
+/// `RENAME_NOREPLACE`: the file leaves staging and appears in the hotfolder at the same
+/// instant. Where the file system cannot do that (some network shares), a hard link
+/// followed by removing the staged name gives the same guarantee for the device.
+fn move_without_overwrite(from: &Path, to: &Path) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::fs::{renameat_with, RenameFlags, CWD};
+        match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+            Ok(()) => return Ok(()),
+            Err(err) if err == rustix::io::Errno::INVAL || err == rustix::io::Errno::NOSYS => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    fs::hard_link(from, to)?;
+    fs::remove_file(from)
 }
 
+/// Whether two metadata describe one file (same device and inode).
+fn same_file(a: &fs::Metadata, b: &fs::Metadata) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        a.dev() == b.dev() && a.ino() == b.ino()
+    }
+    #[cfg(not(unix))]
+    {
+        a.len() == b.len() && a.modified().ok() == b.modified().ok()
+    }
+}
 /// Makes a folder's entries durable (a no-op where folders cannot be synced).
 fn sync_dir(dir: &Path) -> io::Result<()> {
     #[cfg(unix)]

@@ -6,29 +6,44 @@ pub mod check;
 pub mod client;
 pub mod delivery;
 pub mod hotfolder;
+pub mod journal;
+pub mod reporter;
 pub mod transfer;
 
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use backon::ExponentialBuilder;
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::Config;
-use crate::protocol::{AnnouncedQueue, ClaimRequest, FailRequest, HeartbeatRequest, QueueStatus};
+use crate::protocol::{AnnouncedQueue, ClaimRequest, HeartbeatRequest, QueueStatus};
 use crate::shutdown::Shutdown;
 use client::{Claimed, ClientError, JobSideClient};
 use delivery::{Outcome, Queue, Worker};
 use hotfolder::Hotfolder;
+use journal::Journal;
+use reporter::Reporter;
+
+/// Finished deliveries stay in the journal this many days, for `tbot status`.
+const KEEP_DAYS: i64 = 30;
+
+/// How long a stopping agent tries to hand its last reports to the server.
+const FINAL_FLUSH: Duration = Duration::from_secs(5);
 
 /// The running agent.
 pub struct Agent {
     config: Config,
     worker: Arc<Worker>,
     link: Link,
+    /// Each queue's last announced status, to log changes once.
+    queue_state: HashMap<String, (QueueStatus, Option<String>)>,
 }
 
 /// Whether the server answered last time, so that losing and regaining the connection
@@ -57,13 +72,25 @@ impl Link {
 }
 
 impl Agent {
+    /// An agent for `config`; opens (or creates) its journal in `state_dir`.
     pub fn new(config: Config, shutdown: Shutdown) -> anyhow::Result<Agent> {
         let client = JobSideClient::new(&config.server)?;
-        Ok(Agent::with_client(config, client, shutdown))
+        Agent::with_client(config, client, shutdown)
     }
 
     /// An agent using `client`, whose retry schedule tests may have shortened.
-    pub fn with_client(config: Config, client: JobSideClient, shutdown: Shutdown) -> Agent {
+    pub fn with_client(
+        config: Config,
+        client: JobSideClient,
+        shutdown: Shutdown,
+    ) -> anyhow::Result<Agent> {
+        std::fs::create_dir_all(&config.agent.state_dir).map_err(|err| {
+            anyhow::anyhow!(
+                "cannot create agent.state_dir {}: {err}",
+                config.agent.state_dir.display()
+            )
+        })?;
+        let journal = Arc::new(Journal::open(&config.agent.state_dir)?);
         let queues = config
             .queues
             .iter()
@@ -80,12 +107,72 @@ impl Agent {
                 .with_min_delay(Duration::from_millis(500))
                 .with_max_delay(Duration::from_secs(10))
                 .with_jitter(),
+            journal,
+            reports: Arc::new(Notify::new()),
+            active: Mutex::new(HashSet::new()),
         });
-        Agent {
+        Ok(Agent {
             config,
             worker,
             link: Link { up: true },
+            queue_state: HashMap::new(),
+        })
+    }
+
+    fn reporter(&self) -> Reporter {
+        Reporter {
+            client: self.worker.client.clone(),
+            journal: self.worker.journal.clone(),
+            wake: self.worker.reports.clone(),
         }
+    }
+
+    /// Clears staging folders of everything but the files of unfinished deliveries,
+    /// which are resumed, and starts those deliveries again.
+    fn recover(&self, in_flight: &mut JoinSet<Outcome>) -> anyhow::Result<()> {
+        let unfinished = self.worker.journal.unfinished()?;
+        let keep: HashSet<PathBuf> = unfinished
+            .iter()
+            .filter_map(|entry| {
+                let queue = self
+                    .worker
+                    .queues
+                    .iter()
+                    .find(|q| q.config.name == entry.delivery.queue)?;
+                Some(
+                    (0..entry.delivery.files.len())
+                        .map(|index| queue.hotfolder.staging_path(&entry.delivery.id, index)),
+                )
+            })
+            .flatten()
+            .collect();
+        for queue in &self.worker.queues {
+            match queue.hotfolder.clear_staging(&keep) {
+                Ok(0) => {}
+                Ok(n) => {
+                    info!(queue = %queue.config.name, "removed {n} staged files of deliveries no longer ours")
+                }
+                Err(err) => {
+                    warn!(queue = %queue.config.name, "cannot clear the staging folder: {err}")
+                }
+            }
+        }
+        if !unfinished.is_empty() {
+            info!(
+                deliveries = unfinished.len(),
+                "carrying on with deliveries interrupted by the last stop"
+            );
+        }
+        for entry in unfinished {
+            let worker = self.worker.clone();
+            in_flight.spawn(async move { worker.resume(entry).await });
+        }
+        match self.worker.journal.prune(KEEP_DAYS) {
+            Ok(0) => {}
+            Ok(n) => info!("forgot {n} deliveries finished more than {KEEP_DAYS} days ago"),
+            Err(err) => warn!("cannot prune the journal: {err}"),
+        }
+        Ok(())
     }
 
     /// Runs until the shutdown is triggered, then hands back what is in flight and
@@ -98,18 +185,9 @@ impl Agent {
             queues = self.config.queues.len(),
             "tbot agent starting"
         );
-        for queue in &self.worker.queues {
-            match queue.hotfolder.clear_staging() {
-                Ok(0) => {}
-                Ok(n) => {
-                    info!(queue = %queue.config.name, "removed {n} staged files left by an earlier run")
-                }
-                Err(err) => {
-                    warn!(queue = %queue.config.name, "cannot clear the staging folder: {err}")
-                }
-            }
-        }
         let mut in_flight: JoinSet<Outcome> = JoinSet::new();
+        self.recover(&mut in_flight)?;
+        let reporter = tokio::spawn(self.reporter().run(shutdown.clone()));
         let mut check = tokio::time::interval(self.config.server.check_interval);
         check.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut heartbeat = tokio::time::interval(self.config.server.heartbeat_interval);
@@ -136,6 +214,13 @@ impl Agent {
         }
         info!(in_flight = in_flight.len(), "stopping");
         while in_flight.join_next().await.is_some() {}
+        let _ = reporter.await;
+        if tokio::time::timeout(FINAL_FLUSH, self.reporter().flush())
+            .await
+            .is_err()
+        {
+            info!("reports not yet sent stay in the journal for the next start");
+        }
         info!("tbot agent stopped");
         Ok(())
     }
@@ -168,11 +253,7 @@ impl Agent {
     /// Announces the queues; returns the names of those ready for files.
     async fn heartbeat(&mut self, shutdown: &Shutdown) -> Vec<String> {
         let queues = self.announce();
-        for queue in &queues {
-            if let Some(detail) = &queue.detail {
-                warn!(queue = %queue.name, "queue unavailable: {detail}");
-            }
-        }
+        self.note_queue_changes(&queues);
         let request = HeartbeatRequest {
             agent: self.config.agent.name.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -186,6 +267,36 @@ impl Agent {
             .filter(|queue| queue.status == QueueStatus::Ready)
             .map(|queue| queue.name)
             .collect()
+    }
+
+    /// Logs a queue that becomes unavailable or recovers, once per change, and keeps
+    /// its status in the journal for `tbot status`.
+    fn note_queue_changes(&mut self, queues: &[AnnouncedQueue]) {
+        for queue in queues {
+            let key = (queue.status, queue.detail.clone());
+            if self.queue_state.get(&queue.name) == Some(&key) {
+                continue;
+            }
+            match &queue.detail {
+                Some(detail) => warn!(queue = %queue.name, "queue unavailable: {detail}"),
+                None if self.queue_state.contains_key(&queue.name) => {
+                    info!(queue = %queue.name, "queue ready again")
+                }
+                None => {}
+            }
+            let status = serde_json::to_value(queue.status)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default();
+            if let Err(err) =
+                self.worker
+                    .journal
+                    .set_queue_status(&queue.name, &status, queue.detail.as_deref())
+            {
+                warn!("{err}");
+            }
+            self.queue_state.insert(queue.name.clone(), key);
+        }
     }
 
     /// Claims as many deliveries as there are free slots and starts them. Returns
@@ -226,19 +337,15 @@ impl Agent {
                     problem,
                 } => {
                     warn!(delivery = %id, "{problem}");
-                    in_flight.spawn(async move {
-                        let request = FailRequest {
-                            reason: problem.clone(),
-                            retryable: false,
-                        };
-                        if let Err(err) = worker.client.fail(&id, &request).await {
-                            warn!(delivery = %id, "could not report the malformed delivery: {err}");
-                        }
-                        Outcome::Failed {
-                            reason: problem,
-                            retryable: false,
-                        }
-                    });
+                    let body = serde_json::json!({ "reason": problem, "retryable": false });
+                    if let Err(err) =
+                        worker
+                            .journal
+                            .queue_report(&id, journal::ReportKind::Fail, body)
+                    {
+                        error!(delivery = %id, "cannot record the malformed delivery: {err}");
+                    }
+                    worker.reports.notify_one();
                 }
                 Claimed::Malformed { id: None, problem } => {
                     warn!("a claimed delivery without an id was ignored: {problem}");

@@ -1,16 +1,26 @@
 //! Moving one file's bytes from the job side into its staging file: streamed, hashed as
-//! they arrive, checked against the size and SHA-256 the server promised. Memory stays
-//! flat whatever the file's size.
+//! they arrive, checked against the size and SHA-256 the server promised, and resumed
+//! from the bytes already staged after an interruption. Memory stays flat whatever the
+//! file's size.
 
 use std::path::Path;
 
+use reqwest::header;
+use reqwest::StatusCode;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tracing::{debug, info};
 
-use super::client::{ClientError, JobSideClient};
+use super::check::CheckedFile;
+use super::client::{error_chain, ClientError, JobSideClient};
+use super::hotfolder::{Hotfolder, MIN_FREE_SPACE};
+use super::journal::Journal;
 
 /// Size of the write buffer between the network and the staging file.
 const WRITE_BUFFER: usize = 1024 * 1024;
+
+/// How often, in bytes, progress is written to the journal for `tbot status`.
+const PROGRESS_EVERY: u64 = 8 * 1024 * 1024;
 
 /// What a file looks like once its bytes are staged and checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,51 +32,139 @@ pub struct Verified {
 /// Why a file's transfer did not produce verified bytes.
 #[derive(Debug, thiserror::Error)]
 pub enum TransferError {
-    /// The server or the network failed; the staged bytes are not to be trusted.
+    /// The server or the network failed; the staged prefix is kept for a resume.
     #[error(transparent)]
     Client(#[from] ClientError),
-    /// The bytes arrived but are not the ones promised.
+    /// The bytes arrived but are not the ones promised; the staged file is discarded.
     #[error("{0}")]
     Mismatch(String),
-    /// The staging file could not be written (disk full, permissions, share gone).
+    /// The staging file could not be written (disk full, permissions, share gone); the
+    /// staged file is discarded.
     #[error("{0}")]
     Local(String),
 }
 
-/// Downloads `url` into `staging` (replacing what is there) and checks it against
-/// `size` bytes and `sha256`. On any error the staging file may hold garbage; the caller
-/// removes or retries it, and never drops it.
+/// Where one file's transfer records its progress.
+pub struct Progress<'a> {
+    pub journal: &'a Journal,
+    pub delivery: &'a str,
+    pub index: usize,
+    /// The server's ETag from an earlier attempt, for `If-Range`.
+    pub etag: Option<String>,
+}
+
+/// Stages `file` at `staging` in `hotfolder`, continuing from what is staged already,
+/// and checks it. On a mismatch or a local error the staging file is removed, so the
+/// next attempt starts clean; on a network error it is kept, so the next one resumes.
 pub async fn fetch(
     client: &JobSideClient,
-    url: &str,
-    size: u64,
-    sha256: &str,
+    hotfolder: &Hotfolder,
+    file: &CheckedFile,
     staging: &Path,
+    progress: &mut Progress<'_>,
+) -> Result<Verified, TransferError> {
+    let result = fetch_once(client, hotfolder, file, staging, progress).await;
+    if matches!(
+        result,
+        Err(TransferError::Mismatch(_) | TransferError::Local(_))
+    ) {
+        let _ = tokio::fs::remove_file(staging).await;
+    }
+    result
+}
+
+async fn fetch_once(
+    client: &JobSideClient,
+    hotfolder: &Hotfolder,
+    file: &CheckedFile,
+    staging: &Path,
+    progress: &mut Progress<'_>,
 ) -> Result<Verified, TransferError> {
     let local = |err: std::io::Error| {
         TransferError::Local(format!("cannot write {}: {err}", staging.display()))
     };
-    let mut response = client.download(url, 0, None).await?;
+    let size = file.size;
+    let (mut hasher, mut offset) = hash_staged_prefix(staging, size).await.map_err(local)?;
+    if offset == size {
+        debug!(file = %file.name, "already staged whole; checking it");
+        return finish(hasher, offset, size, &file.sha256);
+    }
+    check_space(hotfolder, size - offset)?;
+
+    let mut response = client
+        .download(&file.url, offset, progress.etag.as_deref())
+        .await?;
+    match response.status() {
+        StatusCode::PARTIAL_CONTENT => {
+            let range = response
+                .headers()
+                .get(header::CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if !range.starts_with(&format!("bytes {offset}-"))
+                || !range.ends_with(&format!("/{size}"))
+            {
+                return Err(TransferError::Mismatch(format!(
+                    "asked for bytes {offset}- of {size}, the server sent range {range:?}"
+                )));
+            }
+            info!(file = %file.name, from = offset, "resuming the transfer");
+        }
+        _ if offset > 0 => {
+            info!(file = %file.name, staged = offset, "the server sent the whole file; starting over");
+            hasher = Sha256::new();
+            offset = 0;
+        }
+        _ => {}
+    }
+    let etag = response
+        .headers()
+        .get(header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    if etag != progress.etag {
+        let _ = progress
+            .journal
+            .set_etag(progress.delivery, progress.index, etag.as_deref());
+        progress.etag = etag;
+    }
     if let Some(length) = response.content_length() {
-        if length != size {
+        if length != size - offset {
             return Err(TransferError::Mismatch(format!(
-                "the server sent {length} bytes, {size} were promised"
+                "the server sent {length} bytes from byte {offset}, {} were promised",
+                size - offset
             )));
         }
     }
-    let file = tokio::fs::File::create(staging).await.map_err(local)?;
-    let mut writer = BufWriter::with_capacity(WRITE_BUFFER, file);
-    let mut hasher = Sha256::new();
-    let mut received: u64 = 0;
-    while let Some(chunk) = response.chunk().await.map_err(|err| {
-        TransferError::Client(ClientError::Transient {
-            what: format!(
-                "download broke off after {received} of {size} bytes: {}",
-                super::client::error_chain(&err)
-            ),
-            retry_after: None,
-        })
-    })? {
+    let file_handle = tokio::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(offset > 0)
+        .truncate(offset == 0)
+        .open(staging)
+        .await
+        .map_err(local)?;
+    let mut writer = BufWriter::with_capacity(WRITE_BUFFER, file_handle);
+    let mut received = offset;
+    let mut recorded = offset;
+    loop {
+        let chunk = match response.chunk().await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(err) => {
+                writer.flush().await.map_err(local)?;
+                let _ = progress
+                    .journal
+                    .set_received(progress.delivery, progress.index, received);
+                return Err(TransferError::Client(ClientError::Transient {
+                    what: format!(
+                        "download broke off after {received} of {size} bytes: {}",
+                        error_chain(&err)
+                    ),
+                    retry_after: None,
+                }));
+            }
+        };
         received += chunk.len() as u64;
         if received > size {
             return Err(TransferError::Mismatch(format!(
@@ -75,21 +173,80 @@ pub async fn fetch(
         }
         hasher.update(&chunk);
         writer.write_all(&chunk).await.map_err(local)?;
+        if received - recorded >= PROGRESS_EVERY {
+            recorded = received;
+            let _ = progress
+                .journal
+                .set_received(progress.delivery, progress.index, received);
+        }
     }
     writer.flush().await.map_err(local)?;
+    let _ = progress
+        .journal
+        .set_received(progress.delivery, progress.index, received);
+    finish(hasher, received, size, &file.sha256)
+}
+
+/// Hashes what is already staged, so a resumed transfer verifies the whole file.
+/// A staged file longer than the promised size is garbage and is started over.
+async fn hash_staged_prefix(staging: &Path, size: u64) -> std::io::Result<(Sha256, u64)> {
+    let mut hasher = Sha256::new();
+    let mut file = match tokio::fs::File::open(staging).await {
+        Ok(file) => file,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok((hasher, 0)),
+        Err(err) => return Err(err),
+    };
+    let staged = file.metadata().await?.len();
+    if staged > size {
+        drop(file);
+        tokio::fs::remove_file(staging).await?;
+        return Ok((hasher, 0));
+    }
+    let mut buffer = vec![0; WRITE_BUFFER];
+    let mut read = 0;
+    while read < staged {
+        let n = file.read(&mut buffer).await?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+        read += n as u64;
+    }
+    Ok((hasher, read))
+}
+
+/// Refuses a transfer that would leave the hotfolder's disk all but full.
+fn check_space(hotfolder: &Hotfolder, needed: u64) -> Result<(), TransferError> {
+    match hotfolder.available_space() {
+        Ok(free) if free < needed.saturating_add(MIN_FREE_SPACE) => {
+            Err(TransferError::Local(format!(
+            "not enough space in hotfolder {}: the file needs {needed} more bytes, {free} are free",
+            hotfolder.root().display()
+        )))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn finish(
+    hasher: Sha256,
+    received: u64,
+    size: u64,
+    sha256: &str,
+) -> Result<Verified, TransferError> {
     if received != size {
         return Err(TransferError::Mismatch(format!(
             "the download ended after {received} of {size} bytes"
         )));
     }
     let actual = hex::encode(hasher.finalize());
-    if !actual.eq_ignore_ascii_case(sha256) {
+    if actual != sha256 {
         return Err(TransferError::Mismatch(format!(
             "checksum mismatch: expected SHA-256 {sha256}, got {actual}"
         )));
     }
     Ok(Verified {
-        size: received,
+        size,
         sha256: actual,
     })
 }

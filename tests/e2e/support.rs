@@ -71,7 +71,7 @@ impl RunningAgent {
                     .with_max_times(3),
             );
         let shutdown = Shutdown::new();
-        let agent = Agent::with_client(config, client, shutdown.clone());
+        let agent = Agent::with_client(config, client, shutdown.clone()).expect("agent starts");
         RunningAgent {
             shutdown,
             task: tokio::spawn(agent.run()),

@@ -1,0 +1,558 @@
+//! The agent's durable memory: every delivery's progress, written to SQLite in
+//! `state_dir` before each step takes effect, and the reports still owed to the server.
+//! After a crash or power cut the agent reads it to carry on where it was: resume
+//! transfers, finish drops, resend reports, and never drop a delivery twice.
+//!
+//! An operator can read it too: `tbot status`, or `sqlite3 journal.sqlite3`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::protocol::{Delivery, DroppedFile};
+
+/// The journal's file name inside `state_dir`.
+pub const JOURNAL_FILE: &str = "journal.sqlite3";
+
+/// How far a delivery has come on this agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// Leased to us; nothing written yet.
+    Claimed,
+    /// Bytes are being staged.
+    Transferring,
+    /// Files are being moved into the hotfolder; some may be there already.
+    Dropping,
+    /// Every file is in the hotfolder; the report may still be owed.
+    Dropped,
+    /// The server knows it is complete.
+    Reported,
+    /// Given up, with a reason; the report may still be owed.
+    Failed,
+    /// Another agent has it; nothing was dropped.
+    LeaseLost,
+    /// Handed back to the server when tbot stopped; nothing was dropped.
+    HandedBack,
+}
+
+impl Step {
+    fn as_str(self) -> &'static str {
+        match self {
+            Step::Claimed => "claimed",
+            Step::Transferring => "transferring",
+            Step::Dropping => "dropping",
+            Step::Dropped => "dropped",
+            Step::Reported => "reported",
+            Step::Failed => "failed",
+            Step::LeaseLost => "lease_lost",
+            Step::HandedBack => "handed_back",
+        }
+    }
+
+    fn parse(text: &str) -> Step {
+        match text {
+            "claimed" => Step::Claimed,
+            "transferring" => Step::Transferring,
+            "dropping" => Step::Dropping,
+            "dropped" => Step::Dropped,
+            "reported" => Step::Reported,
+            "failed" => Step::Failed,
+            "lease_lost" => Step::LeaseLost,
+            _ => Step::HandedBack,
+        }
+    }
+
+    /// Whether the delivery's files are in the hotfolder (so it must never be dropped
+    /// again).
+    pub fn is_dropped(self) -> bool {
+        matches!(self, Step::Dropped | Step::Reported)
+    }
+
+    /// Whether work on this agent is unfinished (a restart must carry it on).
+    pub fn is_unfinished(self) -> bool {
+        matches!(self, Step::Claimed | Step::Transferring | Step::Dropping)
+    }
+}
+
+/// One file of a journaled delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileState {
+    pub index: usize,
+    pub name: String,
+    pub size: u64,
+    pub received: u64,
+    pub etag: Option<String>,
+    /// The name being given to the file in the hotfolder, recorded before the move.
+    pub drop_name: Option<String>,
+    /// Set once the file is in the hotfolder.
+    pub dropped: bool,
+}
+
+/// A delivery as the journal holds it.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub delivery: Delivery,
+    pub step: Step,
+    pub files: Vec<FileState>,
+}
+
+impl Entry {
+    /// The files already in the hotfolder, as the complete report lists them.
+    pub fn dropped_files(&self) -> Vec<DroppedFile> {
+        self.files
+            .iter()
+            .filter(|f| f.dropped)
+            .filter_map(|f| {
+                Some(DroppedFile {
+                    name: f.name.clone(),
+                    sha256: self
+                        .delivery
+                        .files
+                        .get(f.index)?
+                        .sha256
+                        .to_ascii_lowercase(),
+                    path: f.drop_name.clone()?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// What a report owed to the server is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportKind {
+    Complete,
+    Fail,
+    Event,
+}
+
+impl ReportKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            ReportKind::Complete => "complete",
+            ReportKind::Fail => "fail",
+            ReportKind::Event => "event",
+        }
+    }
+
+    fn parse(text: &str) -> ReportKind {
+        match text {
+            "complete" => ReportKind::Complete,
+            "fail" => ReportKind::Fail,
+            _ => ReportKind::Event,
+        }
+    }
+}
+
+/// A report waiting to be sent: the request body, kept as JSON.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub seq: i64,
+    pub delivery: String,
+    pub kind: ReportKind,
+    pub body: serde_json::Value,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+}
+
+/// The journal: one SQLite database, one connection, used from every delivery task.
+pub struct Journal {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS deliveries (
+    id          TEXT PRIMARY KEY,
+    queue       TEXT NOT NULL,
+    job         TEXT NOT NULL,
+    order_number TEXT,
+    claim       TEXT NOT NULL,
+    step        TEXT NOT NULL,
+    reason      TEXT,
+    claimed_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deliveries_step ON deliveries(step, updated_at);
+CREATE TABLE IF NOT EXISTS files (
+    delivery    TEXT NOT NULL REFERENCES deliveries(id) ON DELETE CASCADE,
+    idx         INTEGER NOT NULL,
+    name        TEXT NOT NULL,
+    size        INTEGER NOT NULL,
+    received    INTEGER NOT NULL DEFAULT 0,
+    etag        TEXT,
+    drop_name   TEXT,
+    dropped     INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (delivery, idx)
+);
+CREATE TABLE IF NOT EXISTS reports (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    delivery    TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    body        TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    last_error  TEXT
+);
+CREATE TABLE IF NOT EXISTS queues (
+    name        TEXT PRIMARY KEY,
+    status      TEXT NOT NULL,
+    detail      TEXT,
+    updated_at  TEXT NOT NULL
+);
+";
+
+/// Why the journal could not be used; names the file.
+#[derive(Debug, thiserror::Error)]
+#[error("journal {path}: {source}")]
+pub struct JournalError {
+    path: PathBuf,
+    source: rusqlite::Error,
+}
+
+type Result<T> = std::result::Result<T, JournalError>;
+
+fn now_text() -> String {
+    OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+fn parse_time(text: &str) -> OffsetDateTime {
+    OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+impl Journal {
+    /// Opens (or creates) the journal in `state_dir`, for the daemon.
+    pub fn open(state_dir: &Path) -> Result<Journal> {
+        let path = state_dir.join(JOURNAL_FILE);
+        let wrap = |source| JournalError {
+            path: path.clone(),
+            source,
+        };
+        let conn = Connection::open(&path).map_err(wrap)?;
+        // WAL lets `tbot status` read while the daemon writes; FULL makes every commit
+        // survive a power cut, which is the journal's whole point.
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
+            .map_err(wrap)?;
+        conn.execute_batch(SCHEMA).map_err(wrap)?;
+        Ok(Journal {
+            conn: Mutex::new(conn),
+            path,
+        })
+    }
+
+    /// Opens an existing journal read-only, for `tbot status` beside a running daemon.
+    pub fn open_read_only(state_dir: &Path) -> Result<Journal> {
+        let path = state_dir.join(JOURNAL_FILE);
+        let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .and_then(|conn| {
+                conn.busy_timeout(std::time::Duration::from_secs(5))
+                    .map(|()| conn)
+            })
+            .map_err(|source| JournalError {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(Journal {
+            conn: Mutex::new(conn),
+            path,
+        })
+    }
+
+    fn with<T>(&self, work: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        work(&mut conn).map_err(|source| JournalError {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// Records a claimed delivery before any byte moves. Returns the entry the journal
+    /// already had when the server hands out a delivery it knows.
+    pub fn record_claim(&self, delivery: &Delivery) -> Result<Option<Entry>> {
+        if let Some(known) = self.entry(&delivery.id)? {
+            return Ok(Some(known));
+        }
+        let claim = serde_json::to_string(delivery).unwrap_or_default();
+        let now = now_text();
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            tx.execute(
+                "INSERT INTO deliveries (id, queue, job, order_number, claim, step, claimed_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'claimed', ?6, ?6)",
+                params![delivery.id, delivery.queue, delivery.job.id, delivery.job.order_number, claim, now],
+            )?;
+            for (index, file) in delivery.files.iter().enumerate() {
+                tx.execute(
+                    "INSERT INTO files (delivery, idx, name, size) VALUES (?1, ?2, ?3, ?4)",
+                    params![delivery.id, index as i64, file.name, file.size.max(0)],
+                )?;
+            }
+            tx.commit()
+        })?;
+        Ok(None)
+    }
+
+    /// Starts a delivery the journal knew over, for a new lease after a failure or a
+    /// lost lease: the claim is refreshed and its progress forgotten.
+    pub fn restart(&self, delivery: &Delivery) -> Result<()> {
+        self.with(|conn| {
+            conn.execute("DELETE FROM deliveries WHERE id = ?1", params![delivery.id])
+        })?;
+        self.record_claim(delivery).map(|_| ())
+    }
+
+    /// Refreshes the stored claim (a new lease time) without touching progress.
+    pub fn refresh_claim(&self, delivery: &Delivery) -> Result<()> {
+        let claim = serde_json::to_string(delivery).unwrap_or_default();
+        self.with(|conn| {
+            conn.execute(
+                "UPDATE deliveries SET claim = ?2 WHERE id = ?1",
+                params![delivery.id, claim],
+            )
+        })
+        .map(|_| ())
+    }
+
+    pub fn set_step(&self, id: &str, step: Step) -> Result<()> {
+        self.with(|conn| {
+            conn.execute(
+                "UPDATE deliveries SET step = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, step.as_str(), now_text()],
+            )
+        })
+        .map(|_| ())
+    }
+
+    /// Records how many bytes of a file are staged (for `tbot status`).
+    pub fn set_received(&self, id: &str, index: usize, received: u64) -> Result<()> {
+        self.with(|conn| {
+            conn.execute(
+                "UPDATE files SET received = ?3 WHERE delivery = ?1 AND idx = ?2",
+                params![id, index as i64, received as i64],
+            )
+        })
+        .map(|_| ())
+    }
+
+    /// Records the server's ETag of a file, for `If-Range` when the transfer resumes.
+    pub fn set_etag(&self, id: &str, index: usize, etag: Option<&str>) -> Result<()> {
+        self.with(|conn| {
+            conn.execute(
+                "UPDATE files SET etag = ?3 WHERE delivery = ?1 AND idx = ?2",
+                params![id, index as i64, etag],
+            )
+        })
+        .map(|_| ())
+    }
+
+    /// Records the name a file is about to get in the hotfolder, before the move.
+    pub fn set_drop_name(&self, id: &str, index: usize, name: &str) -> Result<()> {
+        self.with(|conn| {
+            conn.execute(
+                "UPDATE files SET drop_name = ?3 WHERE delivery = ?1 AND idx = ?2",
+                params![id, index as i64, name],
+            )
+        })
+        .map(|_| ())
+    }
+
+    /// Records that a file is in the hotfolder under its drop name.
+    pub fn set_dropped(&self, id: &str, index: usize) -> Result<()> {
+        self.with(|conn| {
+            conn.execute(
+                "UPDATE files SET dropped = 1 WHERE delivery = ?1 AND idx = ?2",
+                params![id, index as i64],
+            )
+        })
+        .map(|_| ())
+    }
+
+    /// Ends a delivery's work here: its final step, a reason when it failed, and the
+    /// report owed to the server, in one transaction so neither is lost without the
+    /// other.
+    pub fn finish(
+        &self,
+        id: &str,
+        step: Step,
+        reason: Option<&str>,
+        report: Option<(ReportKind, serde_json::Value)>,
+    ) -> Result<()> {
+        let now = now_text();
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            tx.execute(
+                "UPDATE deliveries SET step = ?2, reason = ?3, updated_at = ?4 WHERE id = ?1",
+                params![id, step.as_str(), reason, now],
+            )?;
+            if let Some((kind, body)) = report {
+                tx.execute(
+                    "INSERT INTO reports (delivery, kind, body, created_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![id, kind.as_str(), body.to_string(), now],
+                )?;
+            }
+            tx.commit()
+        })
+    }
+
+    /// Queues a report that belongs to no journaled step: an event for a dropped file,
+    /// or the failure of a delivery too malformed to journal.
+    pub fn queue_report(&self, id: &str, kind: ReportKind, body: serde_json::Value) -> Result<()> {
+        self.with(|conn| {
+            conn.execute(
+                "INSERT INTO reports (delivery, kind, body, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![id, kind.as_str(), body.to_string(), now_text()],
+            )
+        })
+        .map(|_| ())
+    }
+
+    /// Reports still owed, oldest first.
+    pub fn reports(&self) -> Result<Vec<Report>> {
+        self.with(|conn| {
+            let mut statement = conn.prepare(
+                "SELECT seq, delivery, kind, body, created_at, attempts, last_error FROM reports ORDER BY seq",
+            )?;
+            let rows = statement.query_map([], |row| {
+                Ok(Report {
+                    seq: row.get(0)?,
+                    delivery: row.get(1)?,
+                    kind: ReportKind::parse(&row.get::<_, String>(2)?),
+                    body: serde_json::from_str(&row.get::<_, String>(3)?).unwrap_or_default(),
+                    created_at: parse_time(&row.get::<_, String>(4)?),
+                    attempts: row.get(5)?,
+                    last_error: row.get(6)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// A report went out (or is to be forgotten): remove it, and mark a completed
+    /// delivery as reported.
+    pub fn report_done(&self, report: &Report) -> Result<()> {
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            tx.execute("DELETE FROM reports WHERE seq = ?1", params![report.seq])?;
+            if report.kind == ReportKind::Complete {
+                tx.execute(
+                    "UPDATE deliveries SET step = 'reported', updated_at = ?2 WHERE id = ?1 AND step = 'dropped'",
+                    params![report.delivery, now_text()],
+                )?;
+            }
+            tx.commit()
+        })
+    }
+
+    /// Notes a failed attempt to send a report, for `tbot status`.
+    pub fn report_failed(&self, report: &Report, error: &str) -> Result<()> {
+        self.with(|conn| {
+            conn.execute(
+                "UPDATE reports SET attempts = attempts + 1, last_error = ?2 WHERE seq = ?1",
+                params![report.seq, error],
+            )
+        })
+        .map(|_| ())
+    }
+
+    /// One delivery as journaled.
+    pub fn entry(&self, id: &str) -> Result<Option<Entry>> {
+        self.with(|conn| {
+            let row = conn
+                .query_row(
+                    "SELECT claim, step FROM deliveries WHERE id = ?1",
+                    params![id],
+                    |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)),
+                )
+                .optional()?;
+            let Some((claim, step)) = row else {
+                return Ok(None);
+            };
+            let Ok(delivery) = serde_json::from_str::<Delivery>(&claim) else {
+                return Ok(None);
+            };
+            let files = load_files(conn, id)?;
+            Ok(Some(Entry {
+                delivery,
+                step: Step::parse(&step),
+                files,
+            }))
+        })
+    }
+
+    /// Every delivery whose work here is unfinished, oldest claim first.
+    pub fn unfinished(&self) -> Result<Vec<Entry>> {
+        let ids: Vec<String> = self.with(|conn| {
+            let mut statement = conn.prepare(
+                "SELECT id FROM deliveries WHERE step IN ('claimed', 'transferring', 'dropping') ORDER BY claimed_at",
+            )?;
+            let rows = statement.query_map([], |row| row.get(0))?;
+            rows.collect()
+        })?;
+        let mut entries = Vec::new();
+        for id in ids {
+            if let Some(entry) = self.entry(&id)? {
+                entries.push(entry);
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Records a queue's status as last announced, for `tbot status`.
+    pub fn set_queue_status(&self, name: &str, status: &str, detail: Option<&str>) -> Result<()> {
+        self.with(|conn| {
+            conn.execute(
+                "INSERT INTO queues (name, status, detail, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(name) DO UPDATE SET status = ?2, detail = ?3, updated_at = ?4",
+                params![name, status, detail, now_text()],
+            )
+        })
+        .map(|_| ())
+    }
+
+    /// Forgets finished deliveries older than `keep_days`, so the journal stays small.
+    pub fn prune(&self, keep_days: i64) -> Result<usize> {
+        let cutoff = (OffsetDateTime::now_utc() - time::Duration::days(keep_days))
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        self.with(|conn| {
+            conn.execute(
+                "DELETE FROM deliveries WHERE step IN ('reported', 'failed', 'lease_lost', 'handed_back')
+                 AND updated_at < ?1 AND id NOT IN (SELECT delivery FROM reports)",
+                params![cutoff],
+            )
+        })
+    }
+
+    /// Runs a read-only query for `tbot status`.
+    pub fn read<T>(&self, work: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+        self.with(|conn| work(conn))
+    }
+}
+
+fn load_files(conn: &Connection, id: &str) -> rusqlite::Result<Vec<FileState>> {
+    let mut statement = conn.prepare(
+        "SELECT idx, name, size, received, etag, drop_name, dropped FROM files WHERE delivery = ?1 ORDER BY idx",
+    )?;
+    let rows = statement.query_map(params![id], |row| {
+        Ok(FileState {
+            index: row.get::<_, i64>(0)? as usize,
+            name: row.get(1)?,
+            size: row.get::<_, i64>(2)? as u64,
+            received: row.get::<_, i64>(3)? as u64,
+            etag: row.get(4)?,
+            drop_name: row.get(5)?,
+            dropped: row.get::<_, i64>(6)? != 0,
+        })
+    })?;
+    rows.collect()
+}

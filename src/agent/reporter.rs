@@ -1,0 +1,137 @@
+//! Sends the reports the journal says the server is owed (complete, fail, events), in
+//! order, and keeps them until the server has them: a server that is down costs one
+//! quiet retry now and then, not a lost report.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tokio::sync::Notify;
+use tracing::{debug, error, info, warn};
+
+use super::client::{ClientError, JobSideClient};
+use super::journal::{Journal, Report, ReportKind};
+use crate::protocol::{CompleteRequest, EventRequest, FailRequest};
+use crate::shutdown::Shutdown;
+
+/// An event report older than this is dropped with a warning (PROTOCOL.md, events).
+const EVENT_MAX_AGE: time::Duration = time::Duration::days(1);
+
+/// Longest pause between rounds while the server cannot be reached.
+const MAX_PAUSE: Duration = Duration::from_secs(60);
+
+/// How often the outbox is looked at even when nothing woke the reporter.
+const IDLE_CHECK: Duration = Duration::from_secs(60);
+
+/// The sender of journaled reports.
+pub struct Reporter {
+    pub client: JobSideClient,
+    pub journal: Arc<Journal>,
+    pub wake: Arc<Notify>,
+}
+
+impl Reporter {
+    /// Sends reports as they are queued until shutdown, pausing with back-off while the
+    /// server cannot be reached.
+    pub async fn run(self, shutdown: Shutdown) {
+        let mut pause = Duration::from_secs(1);
+        loop {
+            let wait = match self.flush().await {
+                Ok(()) => {
+                    pause = Duration::from_secs(1);
+                    IDLE_CHECK
+                }
+                Err(err) => {
+                    debug!("reports wait for the server: {err}; next try in {pause:?}");
+                    let wait = pause;
+                    pause = (pause * 2).min(MAX_PAUSE);
+                    wait
+                }
+            };
+            tokio::select! {
+                _ = shutdown.wait() => return,
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Sends every queued report, oldest first; stops at the first transient failure
+    /// so reports keep their order.
+    pub async fn flush(&self) -> Result<(), ClientError> {
+        let reports = self
+            .journal
+            .reports()
+            .map_err(|err| ClientError::BadResponse(err.to_string()))?;
+        for report in reports {
+            if report.kind == ReportKind::Event
+                && OffsetDateTime::now_utc() - report.created_at > EVENT_MAX_AGE
+            {
+                warn!(delivery = %report.delivery, "dropping an event the server has not taken for a day: {}", report.body);
+                self.done(&report);
+                continue;
+            }
+            let outgoing = match Outgoing::parse(&report) {
+                Ok(outgoing) => outgoing,
+                Err(err) => {
+                    error!(delivery = %report.delivery, "journaled report {} is unreadable, giving it up: {err}", report.seq);
+                    self.done(&report);
+                    continue;
+                }
+            };
+            match self.send(&report.delivery, outgoing).await {
+                Ok(()) => {
+                    info!(delivery = %report.delivery, kind = ?report.kind, "reported");
+                    self.done(&report);
+                }
+                Err(err @ ClientError::Refused { .. }) => {
+                    if err.code() == Some("already_completed") || err.code() == Some("lease_lost") {
+                        error!(delivery = %report.delivery, "the server says another agent has this delivery, although it was dropped here: {err}");
+                    } else {
+                        warn!(delivery = %report.delivery, "the server refused the report, giving it up: {err}");
+                    }
+                    self.done(&report);
+                }
+                Err(err) => {
+                    if let Err(journal) = self.journal.report_failed(&report, &err.to_string()) {
+                        error!("{journal}");
+                    }
+                    return Err(err);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn done(&self, report: &Report) {
+        if let Err(err) = self.journal.report_done(report) {
+            error!("{err}");
+        }
+    }
+
+    async fn send(&self, id: &str, outgoing: Outgoing) -> Result<(), ClientError> {
+        match outgoing {
+            Outgoing::Complete(body) => self.client.complete(id, &body).await.map(|_| ()),
+            Outgoing::Fail(body) => self.client.fail(id, &body).await,
+            Outgoing::Event(body) => self.client.event(id, &body).await,
+        }
+    }
+}
+
+/// A journaled report read back as the request it stands for.
+enum Outgoing {
+    Complete(CompleteRequest),
+    Fail(FailRequest),
+    Event(EventRequest),
+}
+
+impl Outgoing {
+    fn parse(report: &Report) -> Result<Outgoing, serde_json::Error> {
+        let body = report.body.clone();
+        Ok(match report.kind {
+            ReportKind::Complete => Outgoing::Complete(serde_json::from_value(body)?),
+            ReportKind::Fail => Outgoing::Fail(serde_json::from_value(body)?),
+            ReportKind::Event => Outgoing::Event(serde_json::from_value(body)?),
+        })
+    }
+}
