@@ -96,6 +96,7 @@ fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot clear {}", earlier.display()))?;
         }
     }
+    let hotfolders = dir.join("hotfolders");
     for (queue, _) in QUEUES {
         std::fs::create_dir_all(hotfolders.join(queue))
             .with_context(|| format!("cannot create a hotfolder in {}", hotfolders.display()))?;
