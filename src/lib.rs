@@ -11,3 +11,4 @@ pub mod naming;
 pub mod operator_client;
 pub mod protocol;
 pub mod shutdown;
+pub mod status;

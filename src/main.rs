@@ -40,6 +40,15 @@ enum Command {
         /// Configuration file [default: the platform's standard path]
         path: Option<PathBuf>,
     },
+    /// Show, per queue, what is in flight, waiting to be reported, dropped and failed.
+    Status {
+        /// Configuration file [default: the platform's standard path]
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the bundled mock job side (in memory) for trying tbot out.
     MockServer(MockServerArgs),
     /// Do what a person does on the mock job side: create, approve, send jobs...
@@ -158,6 +167,32 @@ enum MockAction {
         #[arg(value_parser = ["on", "off"])]
         state: String,
     },
+    /// Set the faults the server injects into agent requests (none given: all off).
+    Faults {
+        /// Seed for the random choices, to repeat a run.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Share of agent requests answered 503, 0.0 to 1.0.
+        #[arg(long, default_value_t = 0.0)]
+        error_rate: f64,
+        /// Cut every download off after this many bytes.
+        #[arg(long)]
+        drop_after: Option<u64>,
+        /// Share of downloads cut off at a random point.
+        #[arg(long, default_value_t = 0.0)]
+        truncate_rate: f64,
+        /// Share of downloads with a byte changed.
+        #[arg(long, default_value_t = 0.0)]
+        corrupt_rate: f64,
+        /// Send downloads no faster than this, such as 1MiB.
+        #[arg(long)]
+        bytes_per_second: Option<bytesize::ByteSize>,
+        /// Answer every agent request 503 for this long, such as 10m.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        down_for: Option<Duration>,
+    },
+    /// List the agent requests the server answered (with ranges and statuses).
+    Requests,
     /// Move the server's clock forward, such as `49h`.
     AdvanceClock {
         #[arg(value_parser = humantime::parse_duration)]
@@ -199,6 +234,9 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::CheckConfig { path } => {
             Ok(check_config(&path.unwrap_or_else(default_config_path)))
         }
+        Command::Status { config, json } => {
+            status(&config.unwrap_or_else(default_config_path), json)
+        }
         Command::MockServer(args) => mock_server(args).await.map(|()| ExitCode::SUCCESS),
         Command::Mock(args) => mock(args).await.map(|()| ExitCode::SUCCESS),
         Command::Demo { dir } => {
@@ -226,6 +264,23 @@ fn check_config(path: &Path) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("tbot: {err}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let status = tbot::status::read(&config)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        tbot::status::print(&status);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn run_agent(path: &Path) -> anyhow::Result<ExitCode> {
@@ -389,6 +444,27 @@ async fn mock(args: MockArgs) -> anyhow::Result<()> {
                 .put("/settings", json!({ "autosend": state == "on" }))
                 .await?
         }
+        MockAction::Faults {
+            seed,
+            error_rate,
+            drop_after,
+            truncate_rate,
+            corrupt_rate,
+            bytes_per_second,
+            down_for,
+        } => {
+            let faults = json!({
+                "seed": seed,
+                "error_rate": error_rate,
+                "drop_after": drop_after,
+                "truncate_rate": truncate_rate,
+                "corrupt_rate": corrupt_rate,
+                "bytes_per_second": bytes_per_second.map(|b| b.as_u64()),
+                "down_for": down_for.map(|d| humantime::format_duration(d).to_string()),
+            });
+            client.put("/faults", faults).await?
+        }
+        MockAction::Requests => client.get("/requests").await?,
         MockAction::AdvanceClock { by } => {
             client
                 .post(

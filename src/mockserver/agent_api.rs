@@ -193,7 +193,7 @@ async fn file(
                 (header::ETAG, etag),
                 (header::ACCEPT_RANGES, "bytes".to_string()),
             ],
-            Body::from(bytes),
+            body_with_faults(&state, bytes),
         )
             .into_response()),
         Some(Some((start, end))) => {
@@ -207,7 +207,7 @@ async fn file(
                         format!("bytes {start}-{end}/{total}"),
                     ),
                 ],
-                Body::from(part),
+                body_with_faults(&state, part),
             )
                 .into_response())
         }
@@ -216,6 +216,21 @@ async fn file(
             [(header::CONTENT_RANGE, format!("bytes */{total}"))],
         )
             .into_response()),
+    }
+}
+
+/// The download body, with whatever faults are in force. `Content-Length` is always
+/// the exact length, also when the body is going to be cut off.
+fn body_with_faults(
+    state: &AppState,
+    bytes: axum::body::Bytes,
+) -> ([(header::HeaderName, String); 1], Body) {
+    let length = [(header::CONTENT_LENGTH, bytes.len().to_string())];
+    let plan = state.faults.plan_download(bytes.len() as u64);
+    if plan.is_clean() {
+        (length, Body::from(bytes))
+    } else {
+        (length, plan.body(bytes))
     }
 }
 

@@ -5,9 +5,11 @@
 mod agent_api;
 mod api_error;
 mod clock;
+pub mod faults;
 mod file_store;
 pub mod model;
 mod operator_api;
+mod request_log;
 mod settings;
 
 use std::collections::HashMap;
@@ -15,12 +17,14 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use anyhow::Context;
-use axum::Router;
+use axum::{middleware, Router};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 pub use clock::Clock;
+pub use faults::{FaultState, Faults};
 pub use file_store::FileStore;
+pub use request_log::{RequestLog, RequestRecord};
 pub use settings::{AgentToken, MockSettings, UserEntry};
 
 use crate::shutdown::Shutdown;
@@ -35,6 +39,8 @@ pub struct AppState {
     agent_tokens: HashMap<String, String>,
     /// Woken whenever deliveries may have become claimable, to answer long polls.
     claimable: Notify,
+    pub faults: FaultState,
+    pub requests: RequestLog,
 }
 
 impl AppState {
@@ -83,6 +89,8 @@ impl MockServer {
                 .map(|agent| (agent.token.expose().to_string(), agent.name.clone()))
                 .collect(),
             claimable: Notify::new(),
+            faults: FaultState::new(settings.faults.clone()),
+            requests: RequestLog::default(),
         });
         let app = router(state.clone());
         let shutdown = Shutdown::new();
@@ -116,8 +124,17 @@ impl MockServer {
 }
 
 fn router(state: Arc<AppState>) -> Router {
+    let agent = agent_api::routes()
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            faults::refuse_requests,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            request_log::record,
+        ));
     Router::new()
-        .merge(agent_api::routes())
+        .merge(agent)
         .merge(operator_api::routes())
         .with_state(state)
 }

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::api_error::{ApiError, ApiJson};
+use super::faults::Faults;
 use super::file_store::sha256_hex;
 use super::model::{FileLocation, Job, Model, NewFile};
 use super::AppState;
@@ -51,6 +52,8 @@ pub fn routes() -> Router<Arc<AppState>> {
             "/api/v1/operator/settings",
             get(show_settings).put(change_settings),
         )
+        .route("/api/v1/operator/faults", get(show_faults).put(set_faults))
+        .route("/api/v1/operator/requests", get(list_requests))
         .route("/api/v1/operator/clock", get(show_clock))
         .route("/api/v1/operator/clock/advance", post(advance_clock))
 }
@@ -456,6 +459,34 @@ async fn change_settings(
     drop(model);
     state.wake_claims();
     Json(view)
+}
+
+async fn show_faults(State(state): State<Arc<AppState>>) -> Json<Value> {
+    Json(json!(state.faults.get()))
+}
+
+/// Replaces the faults in force (an empty object clears them all).
+async fn set_faults(
+    State(state): State<Arc<AppState>>,
+    ApiJson(faults): ApiJson<Faults>,
+) -> Result<Json<Value>, ApiError> {
+    for (name, rate) in [
+        ("error_rate", faults.error_rate),
+        ("truncate_rate", faults.truncate_rate),
+        ("corrupt_rate", faults.corrupt_rate),
+    ] {
+        if !(0.0..=1.0).contains(&rate) {
+            return Err(invalid(format!(
+                "{name} must be between 0 and 1, not {rate}"
+            )));
+        }
+    }
+    state.faults.set(faults);
+    Ok(show_faults(State(state)).await)
+}
+
+async fn list_requests(State(state): State<Arc<AppState>>) -> Json<Value> {
+    Json(json!({ "requests": state.requests.all() }))
 }
 
 async fn show_clock(State(state): State<Arc<AppState>>) -> Json<Value> {

@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::Context;
 use serde::Deserialize;
 
+use super::faults::Faults;
 use super::model::Settings;
 use crate::config::Secret;
 
@@ -30,6 +31,7 @@ pub struct MockSettings {
     pub model: Settings,
     pub agents: Vec<AgentToken>,
     pub users: Vec<UserEntry>,
+    pub faults: Faults,
 }
 
 impl Default for MockSettings {
@@ -49,6 +51,7 @@ impl Default for MockSettings {
                     profile: "designer".into(),
                 },
             ],
+            faults: Faults::default(),
         }
     }
 }
@@ -68,6 +71,8 @@ struct RawFile {
     agent: Vec<RawAgent>,
     #[serde(default)]
     user: Vec<UserEntry>,
+    #[serde(default)]
+    faults: Faults,
 }
 
 #[derive(Deserialize)]
@@ -79,7 +84,7 @@ struct RawAgent {
 
 impl MockSettings {
     /// Reads a mock server file: `autosend`, `queue_ttl`, `lease`, `retry_hold`,
-    /// `[[agent]] name/token` and `[[user]] name/profile`. Users in the file replace the
+    /// `[[agent]] name/token`, `[[user]] name/profile` and `[faults]`. Users in the file replace the
     /// default ones.
     pub fn load(path: &Path) -> anyhow::Result<MockSettings> {
         let text = std::fs::read_to_string(path)
@@ -109,6 +114,7 @@ impl MockSettings {
         if !raw.user.is_empty() {
             settings.users = raw.user;
         }
+        settings.faults = raw.faults;
         Ok(settings)
     }
 

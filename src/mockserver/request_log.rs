@@ -1,0 +1,68 @@
+//! A record of the agent requests the mock server answered, so tests (and a person
+//! at `GET /api/v1/operator/requests`) can see what the agent asked for: which ranges
+//! it resumed from, how often it retried.
+
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::Response;
+use serde::Serialize;
+
+use super::AppState;
+
+/// The most requests kept; older ones are forgotten.
+const KEEP: usize = 100_000;
+
+/// One answered agent request.
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestRecord {
+    pub method: String,
+    pub path: String,
+    /// The `Range` header, when the agent asked for part of a file.
+    pub range: Option<String>,
+    pub status: u16,
+}
+
+/// The log itself.
+#[derive(Debug, Default)]
+pub struct RequestLog {
+    records: Mutex<Vec<RequestRecord>>,
+}
+
+impl RequestLog {
+    fn push(&self, record: RequestRecord) {
+        let mut records = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        if records.len() >= KEEP {
+            records.drain(..KEEP / 10);
+        }
+        records.push(record);
+    }
+
+    pub fn all(&self) -> Vec<RequestRecord> {
+        self.records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// Middleware that records every agent request with its answer's status.
+pub async fn record(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let method = request.method().to_string();
+    let path = request.uri().path().to_string();
+    let range = request
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    let response = next.run(request).await;
+    state.requests.push(RequestRecord {
+        method,
+        path,
+        range,
+        status: response.status().as_u16(),
+    });
+    response
+}
