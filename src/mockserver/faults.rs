@@ -169,6 +169,9 @@ impl DownloadPlan {
                     return None;
                 }
                 if plan.cut_at.is_some_and(|cut| sent >= cut) {
+                    // Give the server a moment to flush what was sent, as a real
+                    // connection that breaks mid-file would have delivered it.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     let cut: std::io::Result<Bytes> =
                         Err(std::io::Error::other("connection dropped (injected fault)"));
                     return Some((cut, (bytes, len, plan)));
@@ -188,5 +191,31 @@ impl DownloadPlan {
                 Some((Ok(Bytes::from(piece)), (bytes, end, plan)))
             });
         Body::from_stream(stream)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+
+    #[tokio::test]
+    async fn a_cut_body_sends_the_bytes_before_the_cut_then_fails() {
+        let plan = DownloadPlan {
+            cut_at: Some(100_000),
+            corrupt_at: None,
+            bytes_per_second: None,
+        };
+        let mut stream = plan.body(Bytes::from(vec![1u8; 300_000])).into_data_stream();
+        let mut received = 0;
+        let mut failed = false;
+        while let Some(piece) = stream.next().await {
+            match piece {
+                Ok(bytes) => received += bytes.len(),
+                Err(_) => failed = true,
+            }
+        }
+        assert_eq!(received, 100_000);
+        assert!(failed);
     }
 }

@@ -4,4 +4,5 @@ mod bad_input;
 mod binary;
 mod delivery;
 mod job_side;
+mod reliability;
 mod support;

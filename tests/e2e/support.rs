@@ -221,3 +221,108 @@ pub fn sha256_file(path: &Path) -> String {
     use sha2::{Digest, Sha256};
     hex::encode(Sha256::digest(std::fs::read(path).expect("file readable")))
 }
+
+/// The built `tbot` binary running `tbot run`, its log going to a file.
+pub struct AgentProcess {
+    config: PathBuf,
+    log: PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl AgentProcess {
+    /// Writes `config_text` next to the log and starts the agent.
+    pub fn start(dir: &Path, config_text: &str) -> AgentProcess {
+        let config = dir.join("tbot.toml");
+        std::fs::write(&config, config_text).expect("config written");
+        let mut process = AgentProcess {
+            config,
+            log: dir.join("agent.log"),
+            child: None,
+        };
+        process.spawn();
+        process
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_tbot"))
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("tbot starts");
+        self.child = Some(child);
+    }
+
+    /// Sends `signal` (such as "KILL" or "TERM") and waits for the process to end.
+    pub fn signal(&mut self, signal: &str) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("agent running");
+        let sent = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
+        child.wait().expect("agent ends")
+    }
+
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "still running");
+        self.spawn();
+    }
+
+    /// Everything the agent has logged so far, over all its runs.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Sets the mock server's faults.
+pub async fn set_faults(owner: &OperatorClient, faults: Value) {
+    owner.put("/faults", faults).await.expect("faults set");
+}
+
+/// The agent requests the mock server answered.
+pub async fn requests(owner: &OperatorClient) -> Vec<Value> {
+    owner.get("/requests").await.expect("requests")["requests"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Deterministic bytes of a given size, different for every seed.
+pub fn sample_bytes(size: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..size)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+/// Creates an approved job with one uploaded file, sends it, and returns the job id.
+pub async fn send_file(owner: &OperatorClient, name: &str, queue: &str, file: &str, bytes: Vec<u8>) -> String {
+    let job = owner.create_job(name, None, &[queue.to_string()]).await.expect("job");
+    owner.upload(&job, file, bytes).await.expect("upload");
+    owner.post(&format!("/jobs/{job}/approve"), json!({})).await.expect("approve");
+    let sent = owner.send(std::slice::from_ref(&job), None).await.expect("send");
+    assert_eq!(sent["results"][0]["ok"], json!(true), "{sent}");
+    job
+}
