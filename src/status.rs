@@ -224,11 +224,7 @@ pub fn print(status: &Status) {
         if !queue.in_flight.is_empty() {
             println!("  in flight:");
             for item in &queue.in_flight {
-                let percent = if item.size > 0 {
-                    item.received * 100 / item.size
-                } else {
-                    100
-                };
+                let percent = (item.received * 100).checked_div(item.size).unwrap_or(100);
                 println!(
                     "    {}  job {}{}  {}  {} of {} ({percent}%), {} file(s)",
                     item.delivery,

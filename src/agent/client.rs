@@ -1,6 +1,8 @@
 //! The agent's HTTP client for the job side: the protocol's calls with the token, the
 //! retry rules for transient failures, and the care that keeps the token at home.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -111,6 +113,32 @@ impl Claimed {
     }
 }
 
+/// Whether the server answered the last call. Shared by every clone of the client, so
+/// that losing and regaining the connection is logged once each, whichever call (check,
+/// transfer, report) notices first: a server down for an hour is two log lines.
+#[derive(Debug)]
+struct Link {
+    up: AtomicBool,
+}
+
+impl Link {
+    fn observe<T>(&self, result: &Result<T, ClientError>) {
+        match result {
+            Ok(_) => {
+                if !self.up.swap(true, Ordering::Relaxed) {
+                    tracing::info!("connection to the server is back");
+                }
+            }
+            Err(err @ ClientError::Transient { .. }) => {
+                if self.up.swap(false, Ordering::Relaxed) {
+                    tracing::warn!("lost the connection to the server, will keep trying: {err}");
+                }
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 /// Talks to one job-side server as one agent.
 #[derive(Clone)]
 pub struct JobSideClient {
@@ -118,6 +146,7 @@ pub struct JobSideClient {
     base: Url,
     token: Secret,
     retry: ExponentialBuilder,
+    link: Arc<Link>,
 }
 
 impl JobSideClient {
@@ -136,6 +165,9 @@ impl JobSideClient {
             http,
             base,
             token: server.token.clone(),
+            link: Arc::new(Link {
+                up: AtomicBool::new(true),
+            }),
             retry: ExponentialBuilder::default()
                 .with_min_delay(Duration::from_millis(200))
                 .with_max_delay(MAX_RETRY_DELAY)
@@ -226,7 +258,7 @@ impl JobSideClient {
     ) -> Result<T, ClientError> {
         let url = self.resolve(&format!("{AGENT_API}/{endpoint}"))?;
         let attempt = || self.post_once(url.clone(), body, timeout);
-        attempt
+        let result = attempt
             .retry(self.retry)
             .when(ClientError::is_transient)
             .adjust(|err, delay| match (err, delay) {
@@ -240,7 +272,9 @@ impl JobSideClient {
                 _ => delay,
             })
             .notify(|err, delay| tracing::debug!("{endpoint}: {err}; trying again in {delay:?}"))
-            .await
+            .await;
+        self.link.observe(&result);
+        result
     }
 
     async fn post_once<B: Serialize, T: DeserializeOwned>(

@@ -41,33 +41,15 @@ const FINAL_FLUSH: Duration = Duration::from_secs(5);
 pub struct Agent {
     config: Config,
     worker: Arc<Worker>,
-    link: Link,
     /// Each queue's last announced status, to log changes once.
     queue_state: HashMap<String, (QueueStatus, Option<String>)>,
 }
 
-/// Whether the server answered last time, so that losing and regaining the connection
-/// is logged once each rather than at every check.
-struct Link {
-    up: bool,
-}
-
-impl Link {
-    fn observe<T>(&mut self, result: &Result<T, ClientError>) {
-        match result {
-            Ok(_) if !self.up => {
-                info!("connection to the server is back");
-                self.up = true;
-            }
-            Err(err @ ClientError::Transient { .. }) if self.up => {
-                warn!("lost the connection to the server, will keep trying: {err}");
-                self.up = false;
-            }
-            Err(err @ (ClientError::Refused { .. } | ClientError::BadResponse(_))) => {
-                warn!("{err}");
-            }
-            _ => {}
-        }
+/// Logs what the server refused or answered wrongly; losing and regaining the
+/// connection is logged by the client itself.
+fn log_refusal<T>(result: &Result<T, ClientError>) {
+    if let Err(err @ (ClientError::Refused { .. } | ClientError::BadResponse(_))) = result {
+        warn!("{err}");
     }
 }
 
@@ -114,7 +96,6 @@ impl Agent {
         Ok(Agent {
             config,
             worker,
-            link: Link { up: true },
             queue_state: HashMap::new(),
         })
     }
@@ -260,7 +241,7 @@ impl Agent {
             queues: queues.clone(),
         };
         if let Some(result) = until(shutdown, self.worker.client.heartbeat(&request)).await {
-            self.link.observe(&result);
+            log_refusal(&result);
         }
         queues
             .into_iter()
@@ -323,7 +304,7 @@ impl Agent {
         let Some(result) = until(shutdown, self.worker.client.claim(&request)).await else {
             return false;
         };
-        self.link.observe(&result);
+        log_refusal(&result);
         let Ok(claimed) = result else { return false };
         let count = claimed.len();
         for item in claimed {

@@ -206,7 +206,9 @@ mod tests {
             corrupt_at: None,
             bytes_per_second: None,
         };
-        let mut stream = plan.body(Bytes::from(vec![1u8; 300_000])).into_data_stream();
+        let mut stream = plan
+            .body(Bytes::from(vec![1u8; 300_000]))
+            .into_data_stream();
         let mut received = 0;
         let mut failed = false;
         while let Some(piece) = stream.next().await {

@@ -8,7 +8,13 @@ use serde_json::json;
 use crate::support::*;
 
 fn one_queue_config(server_url: &str, floor: &Floor, hotfolder: &str) -> String {
-    agent_config_text(server_url, TOKEN, &floor.path("state"), &[("indigo-7900", "printer", &floor.path(hotfolder))], "")
+    agent_config_text(
+        server_url,
+        TOKEN,
+        &floor.path("state"),
+        &[("indigo-7900", "printer", &floor.path(hotfolder))],
+        "",
+    )
 }
 
 /// Ranged requests that continued a file (`Range: bytes=N-` with N > 0, answered 206).
@@ -35,10 +41,19 @@ async fn a_broken_download_resumes_from_the_staged_bytes() {
     let job = send_file(&owner, "Resumable", "indigo-7900", "big.pdf", bytes.clone()).await;
     wait_deliveries_settled(&owner, &["completed"]).await;
 
-    assert_eq!(std::fs::read(floor.path("indigo").join(format!("{job}_big.pdf"))).unwrap(), bytes);
+    assert_eq!(
+        std::fs::read(floor.path("indigo").join(format!("{job}_big.pdf"))).unwrap(),
+        bytes
+    );
     let resumed = resumed_ranges(&owner).await;
-    assert!(resumed.contains(&format!("bytes={}-", 400 * 1024)), "no resumed range in {resumed:?}");
-    assert!(resumed.contains(&format!("bytes={}-", 800 * 1024)), "no second resume in {resumed:?}");
+    assert!(
+        resumed.contains(&format!("bytes={}-", 400 * 1024)),
+        "no resumed range in {resumed:?}"
+    );
+    assert!(
+        resumed.contains(&format!("bytes={}-", 800 * 1024)),
+        "no second resume in {resumed:?}"
+    );
     agent.stop().await;
     server.stop().await;
 }
@@ -53,12 +68,22 @@ async fn a_server_that_ignores_ranges_gets_the_file_started_over() {
     wait_connected(&owner, &["indigo-7900"]).await;
     set_faults(&owner, json!({"seed": 3, "corrupt_rate": 0.5})).await;
     let bytes = sample_bytes(300 * 1024, 9);
-    let job = send_file(&owner, "Corrupted at times", "indigo-7900", "plate.tif", bytes.clone()).await;
+    let job = send_file(
+        &owner,
+        "Corrupted at times",
+        "indigo-7900",
+        "plate.tif",
+        bytes.clone(),
+    )
+    .await;
     wait_until("the file to arrive", Duration::from_secs(60), || async {
         std::fs::read(floor.path("indigo").join(format!("{job}_plate.tif"))).ok()
     })
     .await;
-    assert_eq!(std::fs::read(floor.path("indigo").join(format!("{job}_plate.tif"))).unwrap(), bytes);
+    assert_eq!(
+        std::fs::read(floor.path("indigo").join(format!("{job}_plate.tif"))).unwrap(),
+        bytes
+    );
     assert_eq!(visible_files(&floor.path("indigo")).len(), 1);
     agent.stop().await;
     server.stop().await;
@@ -69,34 +94,75 @@ async fn sigkill_mid_transfer_resumes_after_restart_and_drops_once() {
     let server = start_server(|_| {}).await;
     let floor = Floor::new(&["indigo"]);
     let owner = operator(&server, "owner");
-    let mut agent = AgentProcess::start(floor.dir.path(), &one_queue_config(&server.url(), &floor, "indigo"));
+    let mut agent = AgentProcess::start(
+        floor.dir.path(),
+        &one_queue_config(&server.url(), &floor, "indigo"),
+    );
     wait_connected(&owner, &["indigo-7900"]).await;
     set_faults(&owner, json!({"bytes_per_second": 4 * 1024 * 1024})).await;
     let bytes = sample_bytes(6 * 1024 * 1024, 11);
-    let job = send_file(&owner, "Killed mid-way", "indigo-7900", "poster.pdf", bytes.clone()).await;
+    let job = send_file(
+        &owner,
+        "Killed mid-way",
+        "indigo-7900",
+        "poster.pdf",
+        bytes.clone(),
+    )
+    .await;
 
-    let staged = wait_until("part of the file to be staged", Duration::from_secs(20), || async {
-        let dir = floor.path("indigo").join(".tbot");
-        std::fs::read_dir(&dir).ok()?.filter_map(Result::ok).find_map(|e| {
-            let len = e.metadata().ok()?.len();
-            (len > 1024 * 1024).then_some(len)
-        })
-    })
+    let staged = wait_until(
+        "part of the file to be staged",
+        Duration::from_secs(20),
+        || async {
+            let dir = floor.path("indigo").join(".tbot");
+            std::fs::read_dir(&dir)
+                .ok()?
+                .filter_map(Result::ok)
+                .find_map(|e| {
+                    let len = e.metadata().ok()?.len();
+                    (len > 1024 * 1024).then_some(len)
+                })
+        },
+    )
     .await;
     let status = agent.signal("KILL");
     assert!(!status.success());
-    assert!(visible_files(&floor.path("indigo")).is_empty(), "a partial file became visible");
+    assert!(
+        visible_files(&floor.path("indigo")).is_empty(),
+        "a partial file became visible"
+    );
 
     set_faults(&owner, json!({})).await;
     agent.restart();
     wait_deliveries_settled(&owner, &["completed"]).await;
-    assert_eq!(visible_files(&floor.path("indigo")), [format!("{job}_poster.pdf")]);
-    assert_eq!(std::fs::read(floor.path("indigo").join(format!("{job}_poster.pdf"))).unwrap(), bytes);
+    assert_eq!(
+        visible_files(&floor.path("indigo")),
+        [format!("{job}_poster.pdf")]
+    );
+    assert_eq!(
+        std::fs::read(floor.path("indigo").join(format!("{job}_poster.pdf"))).unwrap(),
+        bytes
+    );
     let resumed = resumed_ranges(&owner).await;
-    assert_eq!(resumed.len(), 1, "expected one resumed request, got {resumed:?}");
-    let from: u64 = resumed[0].trim_start_matches("bytes=").trim_end_matches('-').parse().unwrap();
-    assert!(from >= staged - 1024 * 1024 && from < bytes.len() as u64, "resumed from {from}, {staged} were staged");
-    assert!(agent.log().contains("carrying on after a restart"), "{}", agent.log());
+    assert_eq!(
+        resumed.len(),
+        1,
+        "expected one resumed request, got {resumed:?}"
+    );
+    let from: u64 = resumed[0]
+        .trim_start_matches("bytes=")
+        .trim_end_matches('-')
+        .parse()
+        .unwrap();
+    assert!(
+        from >= staged - 1024 * 1024 && from < bytes.len() as u64,
+        "resumed from {from}, {staged} were staged"
+    );
+    assert!(
+        agent.log().contains("carrying on after a restart"),
+        "{}",
+        agent.log()
+    );
     agent.signal("TERM");
     server.stop().await;
 }
@@ -110,20 +176,45 @@ async fn a_missing_hotfolder_makes_its_queue_unavailable_until_it_is_back() {
     wait_connected(&owner, &["indigo-7900"]).await;
 
     std::fs::rename(floor.path("indigo"), floor.path("indigo-away")).unwrap();
-    let detail = wait_until("the queue to be announced unavailable", Duration::from_secs(10), || async {
-        let queue = owner.get("/queues?all=true").await.ok()?["queues"][0].clone();
-        (queue["status"] == json!("unavailable")).then(|| queue["detail"].as_str().unwrap_or_default().to_string())
-    })
+    let detail = wait_until(
+        "the queue to be announced unavailable",
+        Duration::from_secs(10),
+        || async {
+            let queue = owner.get("/queues?all=true").await.ok()?["queues"][0].clone();
+            (queue["status"] == json!("unavailable"))
+                .then(|| queue["detail"].as_str().unwrap_or_default().to_string())
+        },
+    )
     .await;
-    assert!(detail.contains("does not exist") && detail.contains("indigo"), "{detail}");
-    let job = send_file(&owner, "Waits", "indigo-7900", "waits.pdf", b"waiting".to_vec()).await;
+    assert!(
+        detail.contains("does not exist") && detail.contains("indigo"),
+        "{detail}"
+    );
+    let job = send_file(
+        &owner,
+        "Waits",
+        "indigo-7900",
+        "waits.pdf",
+        b"waiting".to_vec(),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(deliveries(&owner).await[0]["state"], json!("pending"), "claimed for a queue that cannot take it");
+    assert_eq!(
+        deliveries(&owner).await[0]["state"],
+        json!("pending"),
+        "claimed for a queue that cannot take it"
+    );
 
     std::fs::rename(floor.path("indigo-away"), floor.path("indigo")).unwrap();
     wait_deliveries_settled(&owner, &["completed"]).await;
-    assert_eq!(visible_files(&floor.path("indigo")), [format!("{job}_waits.pdf")]);
-    assert_eq!(owner.get("/queues").await.unwrap()["queues"][0]["status"], json!("ready"));
+    assert_eq!(
+        visible_files(&floor.path("indigo")),
+        [format!("{job}_waits.pdf")]
+    );
+    assert_eq!(
+        owner.get("/queues").await.unwrap()["queues"][0]["status"],
+        json!("ready")
+    );
     agent.stop().await;
     server.stop().await;
 }
@@ -148,68 +239,116 @@ impl SmallDisk {
 
 impl Drop for SmallDisk {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.path).status();
+        let _ = std::process::Command::new("umount")
+            .arg(&self.path)
+            .status();
     }
 }
 
 #[tokio::test]
 async fn a_full_disk_loses_nothing_and_the_queue_recovers() {
     let floor = Floor::new(&[]);
-    let Some(disk) = SmallDisk::mount(floor.path("indigo"), "12m") else {
+    let Some(disk) = SmallDisk::mount(floor.path("disk"), "12m") else {
         eprintln!("skipped: cannot mount a tmpfs here (not root)");
         return;
     };
+    let hotfolder = disk.path.join("indigo");
+    std::fs::create_dir_all(&hotfolder).unwrap();
     let server = start_server(|_| {}).await;
-    let agent = RunningAgent::start(&one_queue_config(&server.url(), &floor, "indigo"));
+    let config = agent_config_text(
+        &server.url(),
+        TOKEN,
+        &floor.path("state"),
+        &[("indigo-7900", "printer", &hotfolder)],
+        "",
+    );
+    let agent = RunningAgent::start(&config);
     let owner = operator(&server, "owner");
     wait_connected(&owner, &["indigo-7900"]).await;
 
-    // Two 5 MiB files side by side fit; staging a third at the same time does not.
+    // Three 5 MiB files staged side by side do not fit on 12 MiB: one runs out of
+    // space mid-transfer.
     set_faults(&owner, json!({"bytes_per_second": 8 * 1024 * 1024})).await;
     let mut jobs = Vec::new();
     for n in 0..3u64 {
-        jobs.push(send_file(&owner, &format!("Big {n}"), "indigo-7900", "big.pdf", sample_bytes(5 * 1024 * 1024, n)).await);
+        jobs.push(
+            send_file(
+                &owner,
+                &format!("Big {n}"),
+                "indigo-7900",
+                "big.pdf",
+                sample_bytes(5 * 1024 * 1024, n),
+            )
+            .await,
+        );
     }
-    let reason = wait_until("a delivery to fail for lack of space", Duration::from_secs(30), || async {
-        deliveries(&owner)
-            .await
-            .iter()
-            .find_map(|d| d["last_failure"].as_str().filter(|r| r.contains("space")).map(String::from))
-    })
+    let reason = wait_until(
+        "a delivery to fail for lack of space",
+        Duration::from_secs(30),
+        || async {
+            deliveries(&owner).await.iter().find_map(|d| {
+                d["last_failure"]
+                    .as_str()
+                    .filter(|r| r.contains("space"))
+                    .map(String::from)
+            })
+        },
+    )
     .await;
-    assert!(reason.contains("hotfolder") || reason.contains("No space"), "{reason}");
-    let detail = wait_until("the full disk to make the queue unavailable", Duration::from_secs(30), || async {
-        let queue = owner.get("/queues?all=true").await.ok()?["queues"][0].clone();
-        (queue["status"] == json!("unavailable")).then(|| queue["detail"].as_str().unwrap_or_default().to_string())
-    })
+    assert!(
+        reason.contains("No space left") || reason.contains("not enough space"),
+        "{reason}"
+    );
+
+    // Something else fills the disk: the queue is announced unavailable.
+    let free = fs4::available_space(&disk.path).unwrap();
+    let filler = disk.path.join("filler");
+    std::fs::write(&filler, vec![0u8; free.saturating_sub(256 * 1024) as usize]).unwrap();
+    let detail = wait_until(
+        "the full disk to make the queue unavailable",
+        Duration::from_secs(30),
+        || async {
+            let queue = owner.get("/queues?all=true").await.ok()?["queues"][0].clone();
+            (queue["status"] == json!("unavailable"))
+                .then(|| queue["detail"].as_str().unwrap_or_default().to_string())
+        },
+    )
     .await;
     assert!(detail.contains("full"), "{detail}");
-    for name in visible_files(&disk.path) {
-        assert_eq!(std::fs::metadata(disk.path.join(&name)).unwrap().len(), 5 * 1024 * 1024, "{name} is partial");
-    }
+    std::fs::remove_file(&filler).unwrap();
 
-    // The device takes what it has; the queue recovers and the rest arrives.
+    // The device takes what arrives; the queue recovers and the rest arrives, whole.
     let mut seen = std::collections::BTreeSet::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        for name in visible_files(&disk.path) {
-            let path = disk.path.join(&name);
-            assert_eq!(std::fs::metadata(&path).unwrap().len(), 5 * 1024 * 1024, "{name} is partial");
-            seen.insert(name);
+        for name in visible_files(&hotfolder) {
+            let path = hotfolder.join(&name);
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().len(),
+                5 * 1024 * 1024,
+                "{name} is partial"
+            );
+            assert!(seen.insert(name.clone()), "{name} was dropped twice");
             std::fs::remove_file(path).unwrap();
         }
-        if deliveries(&owner).await.iter().all(|d| d["state"] == json!("completed")) {
+        if deliveries(&owner)
+            .await
+            .iter()
+            .all(|d| d["state"] == json!("completed"))
+        {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "timed out waiting for every delivery to complete");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for every delivery to complete"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    for name in visible_files(&disk.path) {
-        seen.insert(name);
-    }
-    let expected: std::collections::BTreeSet<String> = jobs.iter().map(|job| format!("{job}_big.pdf")).collect();
+    seen.extend(visible_files(&hotfolder));
+    let expected: std::collections::BTreeSet<String> =
+        jobs.iter().map(|job| format!("{job}_big.pdf")).collect();
     assert_eq!(seen, expected);
-    assert!(staged_files(&disk.path).is_empty());
+    assert!(staged_files(&hotfolder).is_empty());
     agent.stop().await;
     server.stop().await;
     drop(disk);
@@ -220,21 +359,41 @@ async fn a_server_that_goes_down_and_comes_back_loses_no_report_and_floods_no_lo
     let server = start_server(|_| {}).await;
     let floor = Floor::new(&["indigo"]);
     let owner = operator(&server, "owner");
-    let mut agent = AgentProcess::start(floor.dir.path(), &one_queue_config(&server.url(), &floor, "indigo"));
+    let mut agent = AgentProcess::start(
+        floor.dir.path(),
+        &one_queue_config(&server.url(), &floor, "indigo"),
+    );
     wait_connected(&owner, &["indigo-7900"]).await;
 
     // The file is on its way when the server goes down: the drop happens, the report
     // waits in the journal, and goes out when the server is back.
     set_faults(&owner, json!({"bytes_per_second": 1024 * 1024})).await;
-    let job = send_file(&owner, "During an outage", "indigo-7900", "a.pdf", sample_bytes(1024 * 1024, 5)).await;
+    let job = send_file(
+        &owner,
+        "During an outage",
+        "indigo-7900",
+        "a.pdf",
+        sample_bytes(1024 * 1024, 5),
+    )
+    .await;
     wait_until("the transfer to start", Duration::from_secs(10), || async {
-        deliveries(&owner).await.iter().any(|d| d["state"] == json!("leased")).then_some(())
+        deliveries(&owner)
+            .await
+            .iter()
+            .any(|d| d["state"] == json!("leased"))
+            .then_some(())
     })
     .await;
-    set_faults(&owner, json!({"bytes_per_second": 1024 * 1024, "down_for": "6s"})).await;
-    wait_until("the file to be dropped", Duration::from_secs(10), || async {
-        (!visible_files(&floor.path("indigo")).is_empty()).then_some(())
-    })
+    set_faults(
+        &owner,
+        json!({"bytes_per_second": 1024 * 1024, "down_for": "6s"}),
+    )
+    .await;
+    wait_until(
+        "the file to be dropped",
+        Duration::from_secs(10),
+        || async { (!visible_files(&floor.path("indigo")).is_empty()).then_some(()) },
+    )
     .await;
 
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_tbot"))
@@ -244,15 +403,26 @@ async fn a_server_that_goes_down_and_comes_back_loses_no_report_and_floods_no_lo
         .unwrap();
     let shown: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     let queue = &shown["queues"][0];
-    assert_eq!(queue["waiting_reports"][0]["kind"], json!("complete"), "{shown}");
+    assert_eq!(
+        queue["waiting_reports"][0]["kind"],
+        json!("complete"),
+        "{shown}"
+    );
     assert!(!String::from_utf8_lossy(&status.stdout).contains(TOKEN));
     assert_eq!(deliveries(&owner).await[0]["state"], json!("leased"));
 
     wait_deliveries_settled(&owner, &["completed"]).await;
-    assert_eq!(visible_files(&floor.path("indigo")), [format!("{job}_a.pdf")]);
+    assert_eq!(
+        visible_files(&floor.path("indigo")),
+        [format!("{job}_a.pdf")]
+    );
     agent.signal("TERM");
     let log = agent.log();
     assert_eq!(log.matches("lost the connection").count(), 1, "{log}");
-    assert_eq!(log.matches("connection to the server is back").count(), 1, "{log}");
+    assert_eq!(
+        log.matches("connection to the server is back").count(),
+        1,
+        "{log}"
+    );
     server.stop().await;
 }

@@ -318,11 +318,26 @@ pub fn sample_bytes(size: usize, seed: u64) -> Vec<u8> {
 }
 
 /// Creates an approved job with one uploaded file, sends it, and returns the job id.
-pub async fn send_file(owner: &OperatorClient, name: &str, queue: &str, file: &str, bytes: Vec<u8>) -> String {
-    let job = owner.create_job(name, None, &[queue.to_string()]).await.expect("job");
+pub async fn send_file(
+    owner: &OperatorClient,
+    name: &str,
+    queue: &str,
+    file: &str,
+    bytes: Vec<u8>,
+) -> String {
+    let job = owner
+        .create_job(name, None, &[queue.to_string()])
+        .await
+        .expect("job");
     owner.upload(&job, file, bytes).await.expect("upload");
-    owner.post(&format!("/jobs/{job}/approve"), json!({})).await.expect("approve");
-    let sent = owner.send(std::slice::from_ref(&job), None).await.expect("send");
+    owner
+        .post(&format!("/jobs/{job}/approve"), json!({}))
+        .await
+        .expect("approve");
+    let sent = owner
+        .send(std::slice::from_ref(&job), None)
+        .await
+        .expect("send");
     assert_eq!(sent["results"][0]["ok"], json!(true), "{sent}");
     job
 }
