@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod binary;
+mod chaos;
 mod delivery;
 mod job_side;
 mod reliability;
