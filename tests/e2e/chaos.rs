@@ -15,7 +15,11 @@ use serde_json::json;
 
 use crate::support::*;
 
-const QUEUES: [(&str, &str); 3] = [("indigo-7900", "indigo"), ("trendsetter", "ctp"), ("prinergy", "imposition")];
+const QUEUES: [(&str, &str); 3] = [
+    ("indigo-7900", "indigo"),
+    ("trendsetter", "ctp"),
+    ("prinergy", "imposition"),
+];
 const JOBS: usize = 100;
 const KILLS: usize = 12;
 
@@ -37,9 +41,10 @@ impl Watcher {
                 for folder in &folders {
                     for name in visible_files(folder) {
                         let path = folder.join(name);
-                        if !record.lock().unwrap().contains_key(&path) {
+                        let known = record.lock().unwrap().contains_key(&path);
+                        if !known {
                             let hash = sha256_file(&path);
-                            record.lock().unwrap().insert(path, hash);
+                            record.lock().unwrap().entry(path).or_insert(hash);
                         }
                     }
                 }
@@ -72,7 +77,10 @@ fn file_size(rng: &mut StdRng) -> usize {
 
 #[tokio::test]
 async fn sigkill_at_random_moments_still_delivers_every_file_exactly_once() {
-    let seed: u64 = std::env::var("TBOT_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(20_261_121);
+    let seed: u64 = std::env::var("TBOT_CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_261_121);
     eprintln!("chaos seed {seed} (set TBOT_CHAOS_SEED to repeat)");
     let mut rng = StdRng::seed_from_u64(seed);
     let server = start_server(|settings| {
@@ -81,14 +89,25 @@ async fn sigkill_at_random_moments_still_delivers_every_file_exactly_once() {
     })
     .await;
     let floor = Floor::new(&QUEUES.map(|(_, folder)| folder));
-    let queues: Vec<(&str, &str, PathBuf)> = QUEUES.iter().map(|(name, folder)| (*name, "printer", floor.path(folder))).collect();
-    let queue_refs: Vec<(&str, &str, &std::path::Path)> = queues.iter().map(|(n, k, p)| (*n, *k, p.as_path())).collect();
+    let queues: Vec<(&str, &str, PathBuf)> = QUEUES
+        .iter()
+        .map(|(name, folder)| (*name, "printer", floor.path(folder)))
+        .collect();
+    let queue_refs: Vec<(&str, &str, &std::path::Path)> = queues
+        .iter()
+        .map(|(n, k, p)| (*n, *k, p.as_path()))
+        .collect();
     let config = agent_config_text(&server.url(), TOKEN, &floor.path("state"), &queue_refs, "")
         .replace("level = \"debug\"", "level = \"info\"");
     let owner = operator(&server, "owner");
     let mut agent = AgentProcess::start(floor.dir.path(), &config);
     wait_connected(&owner, &QUEUES.map(|(name, _)| name)).await;
-    let watcher = Watcher::start(QUEUES.iter().map(|(_, folder)| floor.path(folder)).collect());
+    let watcher = Watcher::start(
+        QUEUES
+            .iter()
+            .map(|(_, folder)| floor.path(folder))
+            .collect(),
+    );
 
     set_faults(
         &owner,
@@ -105,7 +124,10 @@ async fn sigkill_at_random_moments_still_delivers_every_file_exactly_once() {
             chosen.push((first + 1) % QUEUES.len());
         }
         let names: Vec<String> = chosen.iter().map(|&q| QUEUES[q].0.to_string()).collect();
-        let job = owner.create_job(&format!("Chaos {n}"), None, &names).await.unwrap();
+        let job = owner
+            .create_job(&format!("Chaos {n}"), None, &names)
+            .await
+            .unwrap();
         let file_count = if n % 7 == 0 { 2 } else { 1 };
         for f in 0..file_count {
             let bytes = sample_bytes(file_size(&mut rng), seed ^ (n as u64 * 31 + f as u64));
@@ -113,14 +135,24 @@ async fn sigkill_at_random_moments_still_delivers_every_file_exactly_once() {
             let name = format!("page-{f}.pdf");
             owner.upload(&job, &name, bytes).await.unwrap();
             for &q in &chosen {
-                expected.insert(floor.path(QUEUES[q].1).join(format!("{job}_{name}")), sha.clone());
+                expected.insert(
+                    floor.path(QUEUES[q].1).join(format!("{job}_{name}")),
+                    sha.clone(),
+                );
             }
         }
-        owner.post(&format!("/jobs/{job}/approve"), json!({})).await.unwrap();
+        owner
+            .post(&format!("/jobs/{job}/approve"), json!({}))
+            .await
+            .unwrap();
         jobs.push(job);
     }
     let sent = owner.send(&jobs, None).await.unwrap();
-    assert!(sent["results"].as_array().unwrap().iter().all(|r| r["ok"] == json!(true)));
+    assert!(sent["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["ok"] == json!(true)));
     let delivery_count = deliveries(&owner).await.len();
     assert!(delivery_count >= 100, "only {delivery_count} deliveries");
 
@@ -131,10 +163,16 @@ async fn sigkill_at_random_moments_still_delivers_every_file_exactly_once() {
         agent.restart();
     }
 
-    let settled = wait_until("every delivery to be completed", Duration::from_secs(180), || async {
-        let all = deliveries(&owner).await;
-        all.iter().all(|d| d["state"] == json!("completed")).then_some(all)
-    })
+    let settled = wait_until(
+        "every delivery to be completed",
+        Duration::from_secs(180),
+        || async {
+            let all = deliveries(&owner).await;
+            all.iter()
+                .all(|d| d["state"] == json!("completed"))
+                .then_some(all)
+        },
+    )
     .await;
     agent.signal("TERM");
     let seen = watcher.finish();
@@ -142,7 +180,12 @@ async fn sigkill_at_random_moments_still_delivers_every_file_exactly_once() {
     // Nothing partial or corrupt was ever visible, and nothing unexpected appeared.
     for (path, hash) in &seen {
         match expected.get(path) {
-            Some(want) => assert_eq!(hash, want, "{} was visible with the wrong bytes", path.display()),
+            Some(want) => assert_eq!(
+                hash,
+                want,
+                "{} was visible with the wrong bytes",
+                path.display()
+            ),
             None => panic!("unexpected file {} (a duplicate drop?)", path.display()),
         }
     }
@@ -152,26 +195,48 @@ async fn sigkill_at_random_moments_still_delivers_every_file_exactly_once() {
         for name in visible_files(&floor.path(folder)) {
             present.insert(floor.path(folder).join(name));
         }
-        assert!(staged_files(&floor.path(folder)).is_empty(), "staging left in {folder}");
+        assert!(
+            staged_files(&floor.path(folder)).is_empty(),
+            "staging left in {folder}"
+        );
     }
     assert_eq!(present, expected.keys().cloned().collect::<BTreeSet<_>>());
     for (path, want) in &expected {
-        assert_eq!(&sha256_file(path), want, "{} has the wrong bytes", path.display());
+        assert_eq!(
+            &sha256_file(path),
+            want,
+            "{} has the wrong bytes",
+            path.display()
+        );
     }
     // Every delivery was reported with the paths the files really have.
     for delivery in &settled {
-        let folder = QUEUES.iter().find(|(name, _)| delivery["queue"] == json!(name)).unwrap().1;
+        let folder = QUEUES
+            .iter()
+            .find(|(name, _)| delivery["queue"] == json!(name))
+            .unwrap()
+            .1;
         for file in delivery["files"].as_array().unwrap() {
             let path = floor.path(folder).join(file["path"].as_str().unwrap());
-            assert!(expected.contains_key(&path), "reported path {} is not expected", path.display());
+            assert!(
+                expected.contains_key(&path),
+                "reported path {} is not expected",
+                path.display()
+            );
         }
     }
     let log = agent.log();
-    assert!(log.matches("tbot agent starting").count() > KILLS, "the agent was not restarted {KILLS} times");
+    assert!(
+        log.matches("tbot agent starting").count() > KILLS,
+        "the agent was not restarted {KILLS} times"
+    );
     let carried_on = log.matches("carrying on after a restart").count();
     let resumed = log.matches("resuming the transfer").count();
     let redelivered = log.matches("already dropped here").count();
     eprintln!("{delivery_count} deliveries; after kills: {carried_on} carried on, {resumed} transfers resumed, {redelivered} re-handed deliveries reported without a second drop");
-    assert!(carried_on > 0, "no kill interrupted a delivery: the test proved nothing");
+    assert!(
+        carried_on > 0,
+        "no kill interrupted a delivery: the test proved nothing"
+    );
     server.stop().await;
 }

@@ -426,3 +426,106 @@ async fn a_server_that_goes_down_and_comes_back_loses_no_report_and_floods_no_lo
     );
     server.stop().await;
 }
+
+/// A server that hands a delivery out again after the agent dropped it (its complete
+/// report was lost and the lease ran out) gets it reported, not dropped a second time.
+#[tokio::test]
+async fn a_delivery_handed_out_again_after_its_drop_is_reported_not_dropped_twice() {
+    use axum::extract::{Path, State};
+    use axum::routing::{get, post};
+    use axum::Json;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    #[derive(Default)]
+    struct Script {
+        claims_served: AtomicUsize,
+        completes: std::sync::Mutex<Vec<serde_json::Value>>,
+        complete_calls: AtomicUsize,
+    }
+    let body = b"plate bytes".to_vec();
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body));
+    let delivery = json!({
+        "id": "d-9", "queue": "indigo-7900", "lease_expires_at": "2099-01-01T00:00:00Z",
+        "job": {"id": "J-9", "name": "Plates", "order_number": null, "send_count": 1},
+        "files": [{"name": "plate.tif", "size": body.len(), "sha256": sha, "url": "/api/v1/agent/files/F-9"}]
+    });
+    let script = Arc::new(Script::default());
+    let app = axum::Router::new()
+        .route(
+            "/api/v1/agent/heartbeat",
+            post(|| async { Json(json!({"server_time": "2026-11-21T10:00:00Z"})) }),
+        )
+        .route(
+            "/api/v1/agent/claim",
+            post(move |State(script): State<Arc<Script>>| {
+                let delivery = delivery.clone();
+                async move {
+                    // The first claim hands it out; once the agent has tried to report it
+                    // (the report is lost), the lease "expires" and it is handed out again.
+                    let served = script.claims_served.load(Ordering::SeqCst);
+                    let again = served == 1 && script.complete_calls.load(Ordering::SeqCst) > 0;
+                    if served == 0 || again {
+                        script.claims_served.fetch_add(1, Ordering::SeqCst);
+                        Json(json!({ "deliveries": [delivery] }))
+                    } else {
+                        Json(json!({ "deliveries": [] }))
+                    }
+                }
+            }),
+        )
+        .route(
+            "/api/v1/agent/deliveries/{id}/renew",
+            post(|| async { Json(json!({"lease_expires_at": "2099-01-01T00:00:00Z"})) }),
+        )
+        .route(
+            "/api/v1/agent/deliveries/{id}/complete",
+            post(
+                |State(script): State<Arc<Script>>,
+                 Path(_id): Path<String>,
+                 Json(report): Json<serde_json::Value>| async move {
+                    script.complete_calls.fetch_add(1, Ordering::SeqCst);
+                    if script.claims_served.load(Ordering::SeqCst) < 2 {
+                        return (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            Json(json!({"error": {"code": "down", "message": "lost"}})),
+                        );
+                    }
+                    script.completes.lock().unwrap().push(report);
+                    (
+                        axum::http::StatusCode::OK,
+                        Json(json!({"job_state": "sent_to_production"})),
+                    )
+                },
+            ),
+        )
+        .route(
+            "/api/v1/agent/files/F-9",
+            get(move || async move { body.clone() }),
+        )
+        .with_state(script.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let floor = Floor::new(&["indigo"]);
+    let agent = RunningAgent::start(&one_queue_config(&url, &floor, "indigo"));
+    let report = wait_until(
+        "the complete report to arrive",
+        Duration::from_secs(30),
+        || async { script.completes.lock().unwrap().first().cloned() },
+    )
+    .await;
+    assert_eq!(
+        script.claims_served.load(Ordering::SeqCst),
+        2,
+        "the delivery was not handed out again"
+    );
+    assert_eq!(report["files"][0]["path"], json!("J-9_plate.tif"));
+    assert_eq!(
+        visible_files(&floor.path("indigo")),
+        ["J-9_plate.tif"],
+        "dropped twice"
+    );
+    agent.stop().await;
+}
