@@ -187,6 +187,9 @@ enum MockAction {
         /// Send downloads no faster than this, such as 1MiB.
         #[arg(long)]
         bytes_per_second: Option<bytesize::ByteSize>,
+        /// Ignore Range and always send whole files.
+        #[arg(long)]
+        ignore_ranges: bool,
         /// Answer every agent request 503 for this long, such as 10m.
         #[arg(long, value_parser = humantime::parse_duration)]
         down_for: Option<Duration>,
@@ -451,6 +454,7 @@ async fn mock(args: MockArgs) -> anyhow::Result<()> {
             truncate_rate,
             corrupt_rate,
             bytes_per_second,
+            ignore_ranges,
             down_for,
         } => {
             let faults = json!({
@@ -460,6 +464,7 @@ async fn mock(args: MockArgs) -> anyhow::Result<()> {
                 "truncate_rate": truncate_rate,
                 "corrupt_rate": corrupt_rate,
                 "bytes_per_second": bytes_per_second.map(|b| b.as_u64()),
+                "ignore_ranges": ignore_ranges,
                 "down_for": down_for.map(|d| humantime::format_duration(d).to_string()),
             });
             client.put("/faults", faults).await?

@@ -185,7 +185,7 @@ async fn file(
     let range = headers
         .get(header::RANGE)
         .and_then(|value| value.to_str().ok())
-        .filter(|_| if_range_matches)
+        .filter(|_| if_range_matches && !state.faults.get().ignore_ranges)
         .map(|value| parse_range(value, total));
     match range {
         None => Ok((

@@ -38,6 +38,8 @@ pub struct Faults {
     pub corrupt_rate: f64,
     /// Downloads are sent no faster than this many bytes per second.
     pub bytes_per_second: Option<u64>,
+    /// Downloads ignore `Range` and always send the whole file with `200`.
+    pub ignore_ranges: bool,
     /// From now, every agent request is answered `503` for this long.
     #[serde(with = "humantime_serde")]
     pub down_for: Option<Duration>,

@@ -60,7 +60,60 @@ async fn a_broken_download_resumes_from_the_staged_bytes() {
 
 #[tokio::test]
 async fn a_server_that_ignores_ranges_gets_the_file_started_over() {
-    // Corrupting the resumed bytes makes the agent start the file over from zero.
+    let server = start_server(|_| {}).await;
+    let floor = Floor::new(&["indigo"]);
+    let agent = RunningAgent::start(&one_queue_config(&server.url(), &floor, "indigo"));
+    let owner = operator(&server, "owner");
+    wait_connected(&owner, &["indigo-7900"]).await;
+    // The first download breaks after 400 KiB; by the time the agent asks for the
+    // rest, the server answers every request with the whole file.
+    set_faults(&owner, json!({"drop_after": 400 * 1024})).await;
+    let bytes = sample_bytes(1024 * 1024, 8);
+    let job = send_file(
+        &owner,
+        "No ranges",
+        "indigo-7900",
+        "whole.pdf",
+        bytes.clone(),
+    )
+    .await;
+    wait_until(
+        "the first download to start",
+        Duration::from_secs(10),
+        || async {
+            requests(&owner)
+                .await
+                .iter()
+                .any(|r| r["path"].as_str().is_some_and(|p| p.contains("/files/")))
+                .then_some(())
+        },
+    )
+    .await;
+    set_faults(&owner, json!({"ignore_ranges": true})).await;
+    wait_deliveries_settled(&owner, &["completed"]).await;
+
+    assert_eq!(
+        std::fs::read(floor.path("indigo").join(format!("{job}_whole.pdf"))).unwrap(),
+        bytes
+    );
+    let ranged: Vec<serde_json::Value> = requests(&owner)
+        .await
+        .into_iter()
+        .filter(|r| !r["range"].is_null())
+        .collect();
+    assert!(
+        ranged
+            .iter()
+            .any(|r| r["range"] == json!(format!("bytes={}-", 400 * 1024))
+                && r["status"] == json!(200)),
+        "no ranged request answered with the whole file: {ranged:?}"
+    );
+    agent.stop().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn corrupted_bytes_are_thrown_away_and_fetched_again() {
     let server = start_server(|_| {}).await;
     let floor = Floor::new(&["indigo"]);
     let agent = RunningAgent::start(&one_queue_config(&server.url(), &floor, "indigo"));
@@ -85,8 +138,107 @@ async fn a_server_that_ignores_ranges_gets_the_file_started_over() {
         bytes
     );
     assert_eq!(visible_files(&floor.path("indigo")).len(), 1);
+    let downloads = requests(&owner)
+        .await
+        .iter()
+        .filter(|r| r["path"].as_str().is_some_and(|p| p.contains("/files/")))
+        .count();
+    assert!(
+        downloads >= 2,
+        "the corrupted download was never fetched again ({downloads} downloads)"
+    );
     agent.stop().await;
     server.stop().await;
+}
+
+/// A renewal answered `lease_lost` stops the delivery: its staged bytes are removed,
+/// nothing is dropped and nothing is reported (another agent has it now).
+#[tokio::test]
+async fn a_lost_lease_stops_the_delivery_and_drops_nothing() {
+    use axum::routing::{get, post};
+    use axum::Json;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let reports = Arc::new(AtomicUsize::new(0));
+    let renewals = Arc::new(AtomicUsize::new(0));
+    let claimed = Arc::new(AtomicUsize::new(0));
+    let size = 2 * 1024 * 1024;
+    let (r1, r2, c) = (reports.clone(), reports.clone(), claimed.clone());
+    let renewed = renewals.clone();
+    let app = axum::Router::new()
+        .route("/api/v1/agent/heartbeat", post(|| async { Json(json!({"server_time": "2026-11-21T10:00:00Z"})) }))
+        .route(
+            "/api/v1/agent/claim",
+            post(move || {
+                let c = c.clone();
+                async move {
+                    if c.fetch_add(1, Ordering::SeqCst) > 0 {
+                        return Json(json!({"deliveries": []}));
+                    }
+                    let expires = (time::OffsetDateTime::now_utc() + time::Duration::seconds(3))
+                        .format(&time::format_description::well_known::Rfc3339)
+                        .unwrap();
+                    Json(json!({"deliveries": [{
+                        "id": "d-5", "queue": "indigo-7900", "lease_expires_at": expires,
+                        "job": {"id": "J-5", "name": "Slow", "order_number": null, "send_count": 1},
+                        "files": [{"name": "slow.pdf", "size": size, "sha256": "a".repeat(64), "url": "/api/v1/agent/files/F-5"}]
+                    }]}))
+                }
+            }),
+        )
+        .route(
+            "/api/v1/agent/deliveries/{id}/renew",
+            post(move || {
+                let renewed = renewed.clone();
+                async move {
+                    renewed.fetch_add(1, Ordering::SeqCst);
+                    (axum::http::StatusCode::CONFLICT, Json(json!({"error": {"code": "lease_lost", "message": "leased to another agent"}})))
+                }
+            }),
+        )
+        .route("/api/v1/agent/deliveries/{id}/complete", post(move || async move { r1.fetch_add(1, Ordering::SeqCst); Json(json!({})) }))
+        .route("/api/v1/agent/deliveries/{id}/fail", post(move || async move { r2.fetch_add(1, Ordering::SeqCst); Json(json!({})) }))
+        .route(
+            "/api/v1/agent/files/F-5",
+            get(move || async move {
+                // 64 KiB every 100 ms: the transfer outlasts the first renewal.
+                let stream = futures_util::stream::unfold(0usize, move |sent| async move {
+                    if sent >= size {
+                        return None;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    Some((Ok::<_, std::io::Error>(axum::body::Bytes::from(vec![1u8; 64 * 1024])), sent + 64 * 1024))
+                });
+                ([(axum::http::header::CONTENT_LENGTH, size.to_string())], axum::body::Body::from_stream(stream))
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let floor = Floor::new(&["indigo"]);
+    let agent = RunningAgent::start(&one_queue_config(&url, &floor, "indigo"));
+    wait_until(
+        "the lease to be renewed and refused",
+        Duration::from_secs(10),
+        || async { (renewals.load(Ordering::SeqCst) > 0).then_some(()) },
+    )
+    .await;
+    wait_until(
+        "the staged bytes to be removed",
+        Duration::from_secs(10),
+        || async { staged_files(&floor.path("indigo")).is_empty().then_some(()) },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(visible_files(&floor.path("indigo")).is_empty());
+    assert_eq!(
+        reports.load(Ordering::SeqCst),
+        0,
+        "a delivery whose lease is lost is not reported"
+    );
+    agent.stop().await;
 }
 
 #[tokio::test]
