@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 use tbot::agent::Agent;
 use tbot::config::{default_config_path, Config, LogFormat};
+use tbot::mockserver::model::SettingsChange;
 use tbot::mockserver::{MockServer, MockSettings, UserEntry};
 use tbot::operator_client::OperatorClient;
 use tbot::shutdown::Shutdown;
@@ -343,13 +344,12 @@ async fn mock_server(args: MockServerArgs) -> anyhow::Result<()> {
     if !args.users.is_empty() {
         settings.users = args.users;
     }
-    settings.model.autosend |= args.autosend;
-    if let Some(ttl) = args.queue_ttl {
-        settings.model.queue_ttl = ttl;
-    }
-    if let Some(lease) = args.lease {
-        settings.model.lease = lease;
-    }
+    settings.model.apply(&SettingsChange {
+        autosend: args.autosend.then_some(true),
+        queue_ttl: args.queue_ttl,
+        lease: args.lease,
+        retry_hold: None,
+    });
     if settings.agents.is_empty() {
         anyhow::bail!("no agent token: give --agent-token TOKEN (or [[agent]] in --config) so an agent can connect");
     }

@@ -108,10 +108,9 @@ impl Agent {
         }
     }
 
-    /// Clears staging folders of everything but the files of unfinished deliveries,
-    /// which are resumed, and starts those deliveries again.
-    fn recover(&self, in_flight: &mut JoinSet<Outcome>) -> anyhow::Result<()> {
-        let unfinished = self.worker.journal.unfinished()?;
+    /// Removes staged files that belong to no unfinished delivery: left by a crash, or
+    /// written by a transfer that was still finishing when its delivery stopped.
+    fn clear_staging(&self, unfinished: &[journal::Entry]) {
         let keep: HashSet<PathBuf> = unfinished
             .iter()
             .filter_map(|entry| {
@@ -131,13 +130,20 @@ impl Agent {
             match queue.hotfolder.clear_staging(&keep) {
                 Ok(0) => {}
                 Ok(n) => {
-                    info!(queue = %queue.config.name, "removed {n} staged files of deliveries no longer ours")
+                    info!(queue = %queue.config.name, "removed {n} staged files of deliveries no longer in progress")
                 }
                 Err(err) => {
                     warn!(queue = %queue.config.name, "cannot clear the staging folder: {err}")
                 }
             }
         }
+    }
+
+    /// Clears staging folders of everything but the files of unfinished deliveries,
+    /// which are resumed, and starts those deliveries again.
+    fn recover(&self, in_flight: &mut JoinSet<Outcome>) -> anyhow::Result<()> {
+        let unfinished = self.worker.journal.unfinished()?;
+        self.clear_staging(&unfinished);
         if !unfinished.is_empty() {
             info!(
                 deliveries = unfinished.len(),
@@ -195,6 +201,10 @@ impl Agent {
         }
         info!(in_flight = in_flight.len(), "stopping");
         while in_flight.join_next().await.is_some() {}
+        match self.worker.journal.unfinished() {
+            Ok(unfinished) => self.clear_staging(&unfinished),
+            Err(err) => warn!("{err}"),
+        }
         let _ = reporter.await;
         if tokio::time::timeout(FINAL_FLUSH, self.reporter().flush())
             .await

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::protocol::{self, AnnouncedQueue, DroppedFile, FileEvent, QueueKind, QueueStatus};
@@ -33,6 +33,39 @@ impl Default for Settings {
             lease: Duration::from_secs(300),
             retry_hold: Duration::from_secs(60),
             autosend: false,
+        }
+    }
+}
+
+/// A change to some settings; what is not given stays as it is. Read from the mock
+/// server's settings file, the operator API and the command line alike.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsChange {
+    pub autosend: Option<bool>,
+    #[serde(default, with = "humantime_serde")]
+    pub queue_ttl: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub lease: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub retry_hold: Option<Duration>,
+}
+
+impl Settings {
+    /// Applies the durations and the AutoSend switch of `change`. Turning AutoSend on
+    /// for a running server also sends approved jobs: use [`Model::change_settings`].
+    pub fn apply(&mut self, change: &SettingsChange) {
+        if let Some(ttl) = change.queue_ttl {
+            self.queue_ttl = ttl;
+        }
+        if let Some(lease) = change.lease {
+            self.lease = lease;
+        }
+        if let Some(hold) = change.retry_hold {
+            self.retry_hold = hold;
+        }
+        if let Some(on) = change.autosend {
+            self.autosend = on;
         }
     }
 }
@@ -501,10 +534,12 @@ impl Model {
         self.release_awaiting(now);
     }
 
-    /// Turns AutoSend on or off. Turning it on sends every job already approved.
-    pub fn set_autosend(&mut self, on: bool, now: OffsetDateTime) {
-        self.settings.autosend = on;
-        if on {
+    /// Changes settings on a running server. Turning AutoSend on sends every job
+    /// already approved.
+    pub fn change_settings(&mut self, change: &SettingsChange, now: OffsetDateTime) {
+        let was_on = self.settings.autosend;
+        self.settings.apply(change);
+        if self.settings.autosend && !was_on {
             let approved: Vec<String> = self
                 .jobs
                 .values()

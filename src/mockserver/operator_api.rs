@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use super::api_error::{ApiError, ApiJson};
 use super::faults::Faults;
 use super::file_store::sha256_hex;
-use super::model::{FileLocation, Job, Model, NewFile};
+use super::model::{FileLocation, Job, Model, NewFile, SettingsChange};
 use super::AppState;
 
 /// Largest file a person can upload to the in-memory mock server.
@@ -102,18 +102,6 @@ struct SendRequest {
     jobs: Vec<String>,
     /// Absent: each job's preselected queues.
     queues: Option<Vec<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SettingsChange {
-    autosend: Option<bool>,
-    #[serde(default, with = "humantime_serde")]
-    queue_ttl: Option<Duration>,
-    #[serde(default, with = "humantime_serde")]
-    lease: Option<Duration>,
-    #[serde(default, with = "humantime_serde")]
-    retry_hold: Option<Duration>,
 }
 
 #[derive(Deserialize)]
@@ -443,18 +431,7 @@ async fn change_settings(
 ) -> Json<Value> {
     let now = state.clock.now();
     let mut model = state.model();
-    if let Some(ttl) = change.queue_ttl {
-        model.settings.queue_ttl = ttl;
-    }
-    if let Some(lease) = change.lease {
-        model.settings.lease = lease;
-    }
-    if let Some(hold) = change.retry_hold {
-        model.settings.retry_hold = hold;
-    }
-    if let Some(on) = change.autosend {
-        model.set_autosend(on, now);
-    }
+    model.change_settings(&change, now);
     let view = json!(model.settings);
     drop(model);
     state.wake_claims();

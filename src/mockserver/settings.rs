@@ -7,7 +7,7 @@ use anyhow::Context;
 use serde::Deserialize;
 
 use super::faults::Faults;
-use super::model::Settings;
+use super::model::{Settings, SettingsChange};
 use crate::config::Secret;
 
 /// One agent the server accepts, known by its token.
@@ -56,17 +56,10 @@ impl Default for MockSettings {
     }
 }
 
+/// The settings file's tables; its top-level keys are a [`SettingsChange`].
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawFile {
-    #[serde(default)]
-    autosend: bool,
-    #[serde(default, with = "humantime_serde")]
-    queue_ttl: Option<std::time::Duration>,
-    #[serde(default, with = "humantime_serde")]
-    lease: Option<std::time::Duration>,
-    #[serde(default, with = "humantime_serde")]
-    retry_hold: Option<std::time::Duration>,
+struct RawTables {
     #[serde(default)]
     agent: Vec<RawAgent>,
     #[serde(default)]
@@ -89,20 +82,20 @@ impl MockSettings {
     pub fn load(path: &Path) -> anyhow::Result<MockSettings> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read mock server file {}", path.display()))?;
-        let raw: RawFile = toml::from_str(&text).map_err(|err| {
+        let bad = |err: toml::de::Error| {
             anyhow::anyhow!("mock server file {}: {}", path.display(), err.message())
-        })?;
+        };
+        // The rules are top-level keys and the rest are tables: split them so each part
+        // is read strictly and an unknown key anywhere is refused.
+        let mut rules: toml::Table = toml::from_str(&text).map_err(bad)?;
+        let tables: toml::Table = ["agent", "user", "faults"]
+            .into_iter()
+            .filter_map(|key| rules.remove(key).map(|value| (key.to_string(), value)))
+            .collect();
+        let raw: RawTables = tables.try_into().map_err(bad)?;
+        let rules: SettingsChange = rules.try_into().map_err(bad)?;
         let mut settings = MockSettings::default();
-        settings.model.autosend = raw.autosend;
-        if let Some(ttl) = raw.queue_ttl {
-            settings.model.queue_ttl = ttl;
-        }
-        if let Some(lease) = raw.lease {
-            settings.model.lease = lease;
-        }
-        if let Some(hold) = raw.retry_hold {
-            settings.model.retry_hold = hold;
-        }
+        settings.model.apply(&rules);
         settings.agents = raw
             .agent
             .into_iter()

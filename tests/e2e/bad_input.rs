@@ -14,18 +14,8 @@ use crate::support::*;
 /// containing the expected words, and nothing in the hotfolder.
 #[tokio::test]
 async fn every_bad_case_fails_its_delivery_and_writes_nothing() {
-    let server = start_server(|_| {}).await;
-    let floor = Floor::new(&["indigo"]);
-    let config = agent_config_text(
-        &server.url(),
-        TOKEN,
-        &floor.path("state"),
-        &[("indigo-7900", "printer", &floor.path("indigo"))],
-        "max_file_size = \"1MiB\"",
-    );
-    let agent = RunningAgent::start(&config);
-    let owner = operator(&server, "owner");
-    wait_connected(&owner, &["indigo-7900"]).await;
+    let setup = OneQueue::start("max_file_size = \"1MiB\"").await;
+    let (floor, owner) = (&setup.floor, &setup.owner);
 
     let long_name = format!("{}.pdf", "n".repeat(200));
     let cases: Vec<(Value, &str)> = vec![
@@ -96,7 +86,7 @@ async fn every_bad_case_fails_its_delivery_and_writes_nothing() {
     let mut expected = Vec::new();
     for (index, (files, words)) in cases.iter().enumerate() {
         let job = approved_job(
-            &owner,
+            owner,
             &format!("Hostile {index}"),
             None,
             &["indigo-7900"],
@@ -116,7 +106,7 @@ async fn every_bad_case_fails_its_delivery_and_writes_nothing() {
         "{sent}"
     );
 
-    let settled = wait_deliveries_settled(&owner, &["failed"]).await;
+    let settled = wait_deliveries_settled(owner, &["failed"]).await;
     assert_eq!(settled.len(), cases.len());
     for (job, words) in &expected {
         let delivery = settled.iter().find(|d| d["job"] == json!(job)).unwrap();
@@ -136,8 +126,7 @@ async fn every_bad_case_fails_its_delivery_and_writes_nothing() {
     );
     assert!(staged_files(&floor.path("indigo")).is_empty());
     assert!(!floor.dir.path().join("escape.pdf").exists());
-    agent.stop().await;
-    server.stop().await;
+    setup.stop().await;
 }
 
 /// A server that leaves out a field the agent needs gets that delivery failed by id,

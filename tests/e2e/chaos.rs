@@ -226,10 +226,6 @@ async fn sigkill_at_random_moments_still_delivers_every_file_exactly_once() {
         }
     }
     let log = agent.log();
-    assert!(
-        log.matches("tbot agent starting").count() > KILLS,
-        "the agent was not restarted {KILLS} times"
-    );
     let carried_on = log.matches("carrying on after a restart").count();
     let resumed = log.matches("resuming the transfer").count();
     let redelivered = log.matches("already dropped here").count();

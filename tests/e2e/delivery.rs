@@ -101,21 +101,11 @@ async fn multi_file_jobs_reach_every_chosen_queue_verified() {
 
 #[tokio::test]
 async fn send_again_keeps_the_first_copy_and_adds_a_second() {
-    let server = start_server(|_| {}).await;
-    let floor = Floor::new(&["indigo"]);
-    let config = agent_config_text(
-        &server.url(),
-        TOKEN,
-        &floor.path("state"),
-        &[("indigo-7900", "printer", &floor.path("indigo"))],
-        "",
-    );
-    let agent = RunningAgent::start(&config);
-    let owner = operator(&server, "owner");
-    wait_connected(&owner, &["indigo-7900"]).await;
+    let setup = OneQueue::start("").await;
+    let (floor, owner) = (&setup.floor, &setup.owner);
 
     let job = approved_job(
-        &owner,
+        owner,
         "Poster",
         Some("MC-1"),
         &["indigo-7900"],
@@ -123,14 +113,14 @@ async fn send_again_keeps_the_first_copy_and_adds_a_second() {
     )
     .await;
     owner.send(std::slice::from_ref(&job), None).await.unwrap();
-    wait_deliveries_settled(&owner, &["completed"]).await;
+    wait_deliveries_settled(owner, &["completed"]).await;
     let first = floor.path("indigo").join(format!("MC-1_{job}_poster.pdf"));
     let first_modified = std::fs::metadata(&first).unwrap().modified().unwrap();
 
     let again = owner.send(std::slice::from_ref(&job), None).await.unwrap();
     assert_eq!(again["results"][0]["ok"], json!(true), "{again}");
     let settled = wait_until("the second delivery", Duration::from_secs(20), || async {
-        let all = deliveries(&owner).await;
+        let all = deliveries(owner).await;
         (all.len() == 2 && all.iter().all(|d| d["state"] == json!("completed"))).then_some(all)
     })
     .await;
@@ -148,28 +138,17 @@ async fn send_again_keeps_the_first_copy_and_adds_a_second() {
         first_modified,
         "the first copy was touched"
     );
-    agent.stop().await;
-    server.stop().await;
+    setup.stop().await;
 }
 
 #[tokio::test]
 async fn bytes_that_do_not_match_never_reach_the_hotfolder() {
-    let server = start_server(|_| {}).await;
-    let floor = Floor::new(&["indigo"]);
-    let config = agent_config_text(
-        &server.url(),
-        TOKEN,
-        &floor.path("state"),
-        &[("indigo-7900", "printer", &floor.path("indigo"))],
-        "",
-    );
-    let agent = RunningAgent::start(&config);
-    let owner = operator(&server, "owner");
-    wait_connected(&owner, &["indigo-7900"]).await;
+    let setup = OneQueue::start("").await;
+    let (floor, owner) = (&setup.floor, &setup.owner);
 
     let wrong_sum = "0".repeat(64);
     let corrupted = approved_job(
-        &owner,
+        owner,
         "Corrupted",
         None,
         &["indigo-7900"],
@@ -177,7 +156,7 @@ async fn bytes_that_do_not_match_never_reach_the_hotfolder() {
     )
     .await;
     let truncated = approved_job(
-        &owner,
+        owner,
         "Truncated",
         None,
         &["indigo-7900"],
@@ -190,7 +169,7 @@ async fn bytes_that_do_not_match_never_reach_the_hotfolder() {
         "both deliveries to fail as retryable",
         Duration::from_secs(30),
         || async {
-            let all = deliveries(&owner).await;
+            let all = deliveries(owner).await;
             let reasons: Vec<String> = all
                 .iter()
                 .filter_map(|d| d["last_failure"].as_str().map(String::from))
@@ -212,14 +191,13 @@ async fn bytes_that_do_not_match_never_reach_the_hotfolder() {
         "{failures:?}"
     );
     // Retryable: back to pending for another try, never failed for good.
-    assert!(deliveries(&owner)
+    assert!(deliveries(owner)
         .await
         .iter()
         .all(|d| d["state"] != json!("failed")));
     assert!(visible_files(&floor.path("indigo")).is_empty());
     assert!(staged_files(&floor.path("indigo")).is_empty());
-    agent.stop().await;
-    server.stop().await;
+    setup.stop().await;
 }
 
 #[tokio::test]

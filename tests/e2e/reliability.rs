@@ -30,22 +30,19 @@ async fn resumed_ranges(owner: &tbot::operator_client::OperatorClient) -> Vec<St
 
 #[tokio::test]
 async fn a_broken_download_resumes_from_the_staged_bytes() {
-    let server = start_server(|_| {}).await;
-    let floor = Floor::new(&["indigo"]);
-    let agent = RunningAgent::start(&one_queue_config(&server.url(), &floor, "indigo"));
-    let owner = operator(&server, "owner");
-    wait_connected(&owner, &["indigo-7900"]).await;
+    let setup = OneQueue::start("").await;
+    let (floor, owner) = (&setup.floor, &setup.owner);
     // Every response is cut after 400 KiB: the 1 MiB file can only arrive in pieces.
-    set_faults(&owner, json!({"drop_after": 400 * 1024})).await;
+    set_faults(owner, json!({"drop_after": 400 * 1024})).await;
     let bytes = sample_bytes(1024 * 1024, 7);
-    let job = send_file(&owner, "Resumable", "indigo-7900", "big.pdf", bytes.clone()).await;
-    wait_deliveries_settled(&owner, &["completed"]).await;
+    let job = send_file(owner, "Resumable", "indigo-7900", "big.pdf", bytes.clone()).await;
+    wait_deliveries_settled(owner, &["completed"]).await;
 
     assert_eq!(
         std::fs::read(floor.path("indigo").join(format!("{job}_big.pdf"))).unwrap(),
         bytes
     );
-    let resumed = resumed_ranges(&owner).await;
+    let resumed = resumed_ranges(owner).await;
     assert!(
         resumed.contains(&format!("bytes={}-", 400 * 1024)),
         "no resumed range in {resumed:?}"
@@ -54,23 +51,19 @@ async fn a_broken_download_resumes_from_the_staged_bytes() {
         resumed.contains(&format!("bytes={}-", 800 * 1024)),
         "no second resume in {resumed:?}"
     );
-    agent.stop().await;
-    server.stop().await;
+    setup.stop().await;
 }
 
 #[tokio::test]
 async fn a_server_that_ignores_ranges_gets_the_file_started_over() {
-    let server = start_server(|_| {}).await;
-    let floor = Floor::new(&["indigo"]);
-    let agent = RunningAgent::start(&one_queue_config(&server.url(), &floor, "indigo"));
-    let owner = operator(&server, "owner");
-    wait_connected(&owner, &["indigo-7900"]).await;
+    let setup = OneQueue::start("").await;
+    let (floor, owner) = (&setup.floor, &setup.owner);
     // The first download breaks after 400 KiB; by the time the agent asks for the
     // rest, the server answers every request with the whole file.
-    set_faults(&owner, json!({"drop_after": 400 * 1024})).await;
+    set_faults(owner, json!({"drop_after": 400 * 1024})).await;
     let bytes = sample_bytes(1024 * 1024, 8);
     let job = send_file(
-        &owner,
+        owner,
         "No ranges",
         "indigo-7900",
         "whole.pdf",
@@ -81,7 +74,7 @@ async fn a_server_that_ignores_ranges_gets_the_file_started_over() {
         "the first download to start",
         Duration::from_secs(10),
         || async {
-            requests(&owner)
+            requests(owner)
                 .await
                 .iter()
                 .any(|r| r["path"].as_str().is_some_and(|p| p.contains("/files/")))
@@ -89,14 +82,14 @@ async fn a_server_that_ignores_ranges_gets_the_file_started_over() {
         },
     )
     .await;
-    set_faults(&owner, json!({"ignore_ranges": true})).await;
-    wait_deliveries_settled(&owner, &["completed"]).await;
+    set_faults(owner, json!({"ignore_ranges": true})).await;
+    wait_deliveries_settled(owner, &["completed"]).await;
 
     assert_eq!(
         std::fs::read(floor.path("indigo").join(format!("{job}_whole.pdf"))).unwrap(),
         bytes
     );
-    let ranged: Vec<serde_json::Value> = requests(&owner)
+    let ranged: Vec<serde_json::Value> = requests(owner)
         .await
         .into_iter()
         .filter(|r| !r["range"].is_null())
@@ -108,21 +101,17 @@ async fn a_server_that_ignores_ranges_gets_the_file_started_over() {
                 && r["status"] == json!(200)),
         "no ranged request answered with the whole file: {ranged:?}"
     );
-    agent.stop().await;
-    server.stop().await;
+    setup.stop().await;
 }
 
 #[tokio::test]
 async fn corrupted_bytes_are_thrown_away_and_fetched_again() {
-    let server = start_server(|_| {}).await;
-    let floor = Floor::new(&["indigo"]);
-    let agent = RunningAgent::start(&one_queue_config(&server.url(), &floor, "indigo"));
-    let owner = operator(&server, "owner");
-    wait_connected(&owner, &["indigo-7900"]).await;
-    set_faults(&owner, json!({"seed": 3, "corrupt_rate": 0.5})).await;
+    let setup = OneQueue::start("").await;
+    let (floor, owner) = (&setup.floor, &setup.owner);
+    set_faults(owner, json!({"seed": 3, "corrupt_rate": 0.5})).await;
     let bytes = sample_bytes(300 * 1024, 9);
     let job = send_file(
-        &owner,
+        owner,
         "Corrupted at times",
         "indigo-7900",
         "plate.tif",
@@ -138,7 +127,7 @@ async fn corrupted_bytes_are_thrown_away_and_fetched_again() {
         bytes
     );
     assert_eq!(visible_files(&floor.path("indigo")).len(), 1);
-    let downloads = requests(&owner)
+    let downloads = requests(owner)
         .await
         .iter()
         .filter(|r| r["path"].as_str().is_some_and(|p| p.contains("/files/")))
@@ -147,8 +136,7 @@ async fn corrupted_bytes_are_thrown_away_and_fetched_again() {
         downloads >= 2,
         "the corrupted download was never fetched again ({downloads} downloads)"
     );
-    agent.stop().await;
-    server.stop().await;
+    setup.stop().await;
 }
 
 /// A renewal answered `lease_lost` stops the delivery: its staged bytes are removed,
@@ -321,11 +309,8 @@ async fn sigkill_mid_transfer_resumes_after_restart_and_drops_once() {
 
 #[tokio::test]
 async fn a_missing_hotfolder_makes_its_queue_unavailable_until_it_is_back() {
-    let server = start_server(|_| {}).await;
-    let floor = Floor::new(&["indigo"]);
-    let agent = RunningAgent::start(&one_queue_config(&server.url(), &floor, "indigo"));
-    let owner = operator(&server, "owner");
-    wait_connected(&owner, &["indigo-7900"]).await;
+    let setup = OneQueue::start("").await;
+    let (floor, owner) = (&setup.floor, &setup.owner);
 
     std::fs::rename(floor.path("indigo"), floor.path("indigo-away")).unwrap();
     let detail = wait_until(
@@ -343,7 +328,7 @@ async fn a_missing_hotfolder_makes_its_queue_unavailable_until_it_is_back() {
         "{detail}"
     );
     let job = send_file(
-        &owner,
+        owner,
         "Waits",
         "indigo-7900",
         "waits.pdf",
@@ -352,13 +337,13 @@ async fn a_missing_hotfolder_makes_its_queue_unavailable_until_it_is_back() {
     .await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(
-        deliveries(&owner).await[0]["state"],
+        deliveries(owner).await[0]["state"],
         json!("pending"),
         "claimed for a queue that cannot take it"
     );
 
     std::fs::rename(floor.path("indigo-away"), floor.path("indigo")).unwrap();
-    wait_deliveries_settled(&owner, &["completed"]).await;
+    wait_deliveries_settled(owner, &["completed"]).await;
     assert_eq!(
         visible_files(&floor.path("indigo")),
         [format!("{job}_waits.pdf")]
@@ -367,8 +352,7 @@ async fn a_missing_hotfolder_makes_its_queue_unavailable_until_it_is_back() {
         owner.get("/queues").await.unwrap()["queues"][0]["status"],
         json!("ready")
     );
-    agent.stop().await;
-    server.stop().await;
+    setup.stop().await;
 }
 
 /// A small tmpfs as the hotfolder, so the disk can really fill up. Needs root (CI and
@@ -452,14 +436,23 @@ async fn a_full_disk_loses_nothing_and_the_queue_recovers() {
         "{reason}"
     );
 
-    // Something else fills the disk: the queue is announced unavailable.
-    let free = fs4::available_space(&disk.path).unwrap();
+    // Something else fills the disk: the queue is announced unavailable. The filler is
+    // topped up while waiting, as transfers that fail give their space back.
     let filler = disk.path.join("filler");
-    std::fs::write(&filler, vec![0u8; free.saturating_sub(256 * 1024) as usize]).unwrap();
     let detail = wait_until(
         "the full disk to make the queue unavailable",
         Duration::from_secs(30),
         || async {
+            let free = fs4::available_space(&disk.path).unwrap();
+            if free > 512 * 1024 {
+                let mut file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&filler)
+                    .unwrap();
+                let _ =
+                    std::io::Write::write_all(&mut file, &vec![0u8; (free - 256 * 1024) as usize]);
+            }
             let queue = owner.get("/queues?all=true").await.ok()?["queues"][0].clone();
             (queue["status"] == json!("unavailable"))
                 .then(|| queue["detail"].as_str().unwrap_or_default().to_string())

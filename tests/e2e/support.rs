@@ -341,3 +341,42 @@ pub async fn send_file(
     assert_eq!(sent["results"][0]["ok"], json!(true), "{sent}");
     job
 }
+
+/// The most common set-up: a mock server, an agent task serving the one queue
+/// `indigo-7900` from the hotfolder `indigo`, and the site owner's client, with the
+/// queue already connected.
+pub struct OneQueue {
+    pub server: MockServer,
+    pub floor: Floor,
+    pub agent: RunningAgent,
+    pub owner: OperatorClient,
+}
+
+impl OneQueue {
+    /// `extra_queue_keys` are added to the queue's table, such as `max_file_size = "1MiB"`.
+    pub async fn start(extra_queue_keys: &str) -> OneQueue {
+        let server = start_server(|_| {}).await;
+        let floor = Floor::new(&["indigo"]);
+        let config = agent_config_text(
+            &server.url(),
+            TOKEN,
+            &floor.path("state"),
+            &[("indigo-7900", "printer", &floor.path("indigo"))],
+            extra_queue_keys,
+        );
+        let agent = RunningAgent::start(&config);
+        let owner = operator(&server, "owner");
+        wait_connected(&owner, &["indigo-7900"]).await;
+        OneQueue {
+            server,
+            floor,
+            agent,
+            owner,
+        }
+    }
+
+    pub async fn stop(self) {
+        self.agent.stop().await;
+        self.server.stop().await;
+    }
+}
