@@ -16,6 +16,9 @@ use url::Url;
 use crate::naming::NamingRule;
 use crate::protocol::QueueKind;
 
+/// The longest a server may hold a claim open (PROTOCOL.md).
+const MAX_LONG_POLL: Duration = Duration::from_secs(60);
+
 /// The environment variable whose value, when set, is the agent token.
 pub const TOKEN_ENV: &str = "TBOT_TOKEN";
 
@@ -35,6 +38,9 @@ pub struct ServerConfig {
     pub token: Secret,
     pub check_interval: Duration,
     pub heartbeat_interval: Duration,
+    /// How long the server may hold a claim open waiting for work; zero turns long
+    /// polling off.
+    pub long_poll: Duration,
 }
 
 /// Who this agent is and where it keeps its state.
@@ -137,6 +143,8 @@ struct RawServer {
     check_interval: Duration,
     #[serde(default = "default_heartbeat_interval", with = "humantime_serde")]
     heartbeat_interval: Duration,
+    #[serde(default = "default_long_poll", with = "humantime_serde")]
+    long_poll: Duration,
 }
 
 #[derive(Deserialize)]
@@ -183,6 +191,9 @@ fn default_check_interval() -> Duration {
 }
 fn default_heartbeat_interval() -> Duration {
     Duration::from_secs(60)
+}
+fn default_long_poll() -> Duration {
+    Duration::from_secs(25)
 }
 fn default_concurrency() -> usize {
     4
@@ -261,6 +272,13 @@ impl Config {
         if raw.server.heartbeat_interval.is_zero() {
             problems.push("server.heartbeat_interval must be longer than 0s".into());
         }
+        if raw.server.long_poll > MAX_LONG_POLL {
+            problems.push(format!(
+                "server.long_poll must be at most {} (the protocol's limit), not {}",
+                humantime::format_duration(MAX_LONG_POLL),
+                humantime::format_duration(raw.server.long_poll)
+            ));
+        }
         if raw.agent.name.trim().is_empty() {
             problems.push("agent.name must not be empty".into());
         }
@@ -282,6 +300,7 @@ impl Config {
                     token,
                     check_interval: raw.server.check_interval,
                     heartbeat_interval: raw.server.heartbeat_interval,
+                    long_poll: raw.server.long_poll,
                 },
                 agent: AgentConfig {
                     name: raw.agent.name,

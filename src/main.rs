@@ -346,6 +346,7 @@ async fn mock_server(args: MockServerArgs) -> anyhow::Result<()> {
     }
     settings.model.apply(&SettingsChange {
         autosend: args.autosend.then_some(true),
+        hold_claims: None,
         queue_ttl: args.queue_ttl,
         lease: args.lease,
         retry_hold: None,

@@ -13,13 +13,14 @@ pub mod transfer;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use backon::ExponentialBuilder;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
-use tokio::time::MissedTickBehavior;
+use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{error, info, warn};
 
 use crate::config::Config;
@@ -43,7 +44,15 @@ pub struct Agent {
     worker: Arc<Worker>,
     /// Each queue's last announced status, to log changes once.
     queue_state: HashMap<String, (QueueStatus, Option<String>)>,
+    /// The queues ready for files at the last heartbeat: the ones claimed for.
+    ready: Vec<String>,
 }
+
+/// A claim on its way, with the request and when it was sent: the server may hold it
+/// open until work comes (long polling).
+type PendingClaim = Pin<
+    Box<dyn Future<Output = (ClaimRequest, Instant, Result<Vec<Claimed>, ClientError>)> + Send>,
+>;
 
 /// Logs what the server refused or answered wrongly; losing and regaining the
 /// connection is logged by the client itself.
@@ -97,6 +106,7 @@ impl Agent {
             config,
             worker,
             queue_state: HashMap::new(),
+            ready: Vec::new(),
         })
     }
 
@@ -164,6 +174,11 @@ impl Agent {
 
     /// Runs until the shutdown is triggered, then hands back what is in flight and
     /// returns.
+    ///
+    /// While there are free slots, one claim is always on its way: the server may hold
+    /// it open for `long_poll` (long polling), so a job sent on the server starts
+    /// within moments, not at the next check. After an error, or an empty answer from
+    /// a server that does not hold claims, the next claim waits for the next check.
     pub async fn run(mut self) -> anyhow::Result<()> {
         let shutdown = self.worker.shutdown.clone();
         info!(
@@ -180,23 +195,39 @@ impl Agent {
         let mut heartbeat = tokio::time::interval(self.config.server.heartbeat_interval);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         heartbeat.reset();
+        let mut claim: Option<PendingClaim> = None;
+        let mut may_claim = false;
         let mut backlog = false;
         loop {
+            if claim.is_none() && may_claim {
+                claim = self.start_claim(in_flight.len(), backlog);
+            }
             tokio::select! {
                 _ = shutdown.wait() => break,
                 _ = check.tick() => {
-                    let ready = self.heartbeat(&shutdown).await;
-                    backlog = self.claim(&ready, &mut in_flight, &shutdown).await;
+                    self.heartbeat(&shutdown).await;
+                    may_claim = true;
                 }
                 _ = heartbeat.tick() => {
                     self.heartbeat(&shutdown).await;
                 }
-                Some(_) = in_flight.join_next() => {
-                    if backlog {
-                        let ready = self.ready_queues();
-                        backlog = self.claim(&ready, &mut in_flight, &shutdown).await;
+                (request, started, result) = async { claim.as_mut().expect("guarded").await }, if claim.is_some() => {
+                    claim = None;
+                    log_refusal(&result);
+                    let count = match result {
+                        Ok(claimed) => self.start_deliveries(claimed, &mut in_flight),
+                        Err(_) => {
+                            may_claim = false;
+                            0
+                        }
+                    };
+                    backlog = count > 0 && count >= request.max as usize;
+                    let held = started.elapsed() >= Duration::from_secs(request.wait_s) / 2;
+                    if count == 0 && !held {
+                        may_claim = false;
                     }
                 }
+                Some(_) = in_flight.join_next() => {}
             }
         }
         info!(in_flight = in_flight.len(), "stopping");
@@ -233,18 +264,15 @@ impl Agent {
             .collect()
     }
 
-    fn ready_queues(&self) -> Vec<String> {
-        self.announce()
-            .into_iter()
-            .filter(|queue| queue.status == QueueStatus::Ready)
-            .map(|queue| queue.name)
-            .collect()
-    }
-
-    /// Announces the queues; returns the names of those ready for files.
-    async fn heartbeat(&mut self, shutdown: &Shutdown) -> Vec<String> {
+    /// Announces the queues and notes which are ready for files.
+    async fn heartbeat(&mut self, shutdown: &Shutdown) {
         let queues = self.announce();
         self.note_queue_changes(&queues);
+        self.ready = queues
+            .iter()
+            .filter(|queue| queue.status == QueueStatus::Ready)
+            .map(|queue| queue.name.clone())
+            .collect();
         let request = HeartbeatRequest {
             agent: self.config.agent.name.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -253,11 +281,6 @@ impl Agent {
         if let Some(result) = until(shutdown, self.worker.client.heartbeat(&request)).await {
             log_refusal(&result);
         }
-        queues
-            .into_iter()
-            .filter(|queue| queue.status == QueueStatus::Ready)
-            .map(|queue| queue.name)
-            .collect()
     }
 
     /// Logs a queue that becomes unavailable or recovers, once per change, and keeps
@@ -290,32 +313,34 @@ impl Agent {
         }
     }
 
-    /// Claims as many deliveries as there are free slots and starts them. Returns
-    /// whether the server may have more waiting (it filled every slot).
-    async fn claim(
-        &mut self,
-        ready: &[String],
-        in_flight: &mut JoinSet<Outcome>,
-        shutdown: &Shutdown,
-    ) -> bool {
-        let free = self
-            .config
-            .agent
-            .concurrency
-            .saturating_sub(in_flight.len());
-        if free == 0 || ready.is_empty() {
-            return free == 0;
+    /// Starts a claim for as many deliveries as there are free slots, for the queues
+    /// that were ready at the last heartbeat; `None` when there is nothing to claim for.
+    /// With a backlog the server is asked to answer at once, else to hold the claim.
+    fn start_claim(&self, busy: usize, backlog: bool) -> Option<PendingClaim> {
+        let free = self.config.agent.concurrency.saturating_sub(busy);
+        if free == 0 || self.ready.is_empty() {
+            return None;
         }
+        let long_poll = self.config.server.long_poll;
         let request = ClaimRequest {
-            queues: ready.to_vec(),
+            queues: self.ready.clone(),
             max: u32::try_from(free).unwrap_or(u32::MAX),
-            wait_s: 0,
+            wait_s: if backlog {
+                0
+            } else {
+                long_poll.as_secs() + u64::from(long_poll.subsec_nanos() > 0)
+            },
         };
-        let Some(result) = until(shutdown, self.worker.client.claim(&request)).await else {
-            return false;
-        };
-        log_refusal(&result);
-        let Ok(claimed) = result else { return false };
+        let client = self.worker.client.clone();
+        Some(Box::pin(async move {
+            let started = Instant::now();
+            let result = client.claim(&request).await;
+            (request, started, result)
+        }))
+    }
+
+    /// Starts a task for every claimed delivery; returns how many were claimed.
+    fn start_deliveries(&self, claimed: Vec<Claimed>, in_flight: &mut JoinSet<Outcome>) -> usize {
         let count = claimed.len();
         for item in claimed {
             let worker = self.worker.clone();
@@ -343,7 +368,7 @@ impl Agent {
                 }
             }
         }
-        count >= free
+        count
     }
 }
 

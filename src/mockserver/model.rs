@@ -24,6 +24,9 @@ pub struct Settings {
     pub retry_hold: Duration,
     /// Every approved job goes to production without anyone sending it.
     pub autosend: bool,
+    /// Claims with `wait_s` are held open until work comes (long polling); off, the
+    /// server answers every claim at once, as a server without long polling would.
+    pub hold_claims: bool,
 }
 
 impl Default for Settings {
@@ -33,6 +36,7 @@ impl Default for Settings {
             lease: Duration::from_secs(300),
             retry_hold: Duration::from_secs(60),
             autosend: false,
+            hold_claims: true,
         }
     }
 }
@@ -43,6 +47,7 @@ impl Default for Settings {
 #[serde(deny_unknown_fields)]
 pub struct SettingsChange {
     pub autosend: Option<bool>,
+    pub hold_claims: Option<bool>,
     #[serde(default, with = "humantime_serde")]
     pub queue_ttl: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
@@ -66,6 +71,9 @@ impl Settings {
         }
         if let Some(on) = change.autosend {
             self.autosend = on;
+        }
+        if let Some(hold) = change.hold_claims {
+            self.hold_claims = hold;
         }
     }
 }

@@ -133,6 +133,13 @@ fn check_config_refuses_each_bad_config_naming_the_key() {
             &["log.level"],
         ),
         (
+            valid.replace(
+                "check_interval = \"30s\"",
+                "check_interval = \"30s\"\nlong_poll = \"2m\"",
+            ),
+            &["server.long_poll", "at most"],
+        ),
+        (
             valid.replace("format = \"text\"", "format = \"xml\""),
             &["format"],
         ),

@@ -5,5 +5,6 @@ mod binary;
 mod chaos;
 mod delivery;
 mod job_side;
+mod latency;
 mod reliability;
 mod support;

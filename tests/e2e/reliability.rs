@@ -522,11 +522,7 @@ async fn a_server_that_goes_down_and_comes_back_loses_no_report_and_floods_no_lo
     )
     .await;
     wait_until("the transfer to start", Duration::from_secs(10), || async {
-        deliveries(&owner)
-            .await
-            .iter()
-            .any(|d| d["state"] == json!("leased"))
-            .then_some(())
+        (!staged_files(&floor.path("indigo")).is_empty()).then_some(())
     })
     .await;
     set_faults(

@@ -121,9 +121,12 @@ pub fn visible_files(hotfolder: &Path) -> Vec<String> {
     names
 }
 
-/// Staged files left in a hotfolder's `.tbot` folder.
+/// Staged files (`*.part`) in a hotfolder's `.tbot` folder.
 pub fn staged_files(hotfolder: &Path) -> Vec<String> {
     visible_files_in(&hotfolder.join(".tbot"))
+        .into_iter()
+        .filter(|name| name.ends_with(".part"))
+        .collect()
 }
 
 fn visible_files_in(dir: &Path) -> Vec<String> {
