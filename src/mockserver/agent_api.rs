@@ -82,7 +82,12 @@ async fn claim(
     Agent(agent): Agent,
     ApiJson(request): ApiJson<ClaimRequest>,
 ) -> Json<ClaimResponse> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(request.wait_s).min(MAX_WAIT);
+    let wait = if state.model().settings.hold_claims {
+        Duration::from_secs(request.wait_s).min(MAX_WAIT)
+    } else {
+        Duration::ZERO
+    };
+    let deadline = tokio::time::Instant::now() + wait;
     let max = usize::try_from(request.max).unwrap_or(usize::MAX);
     loop {
         let woken = state.claimable.notified();
