@@ -214,13 +214,6 @@ impl Worker {
             }
             staged
         };
-        if let Err(err) = self.journal.set_step(&delivery.id, Step::Dropping) {
-            discard_staging(queue, delivery);
-            return Outcome::Failed {
-                reason: format!("cannot write the journal before the drop: {err}"),
-                retryable: true,
-            };
-        }
         self.drop_all(delivery, queue, staged, journaled).await
     }
 
@@ -323,8 +316,8 @@ impl Worker {
     }
 
     /// Drop step: each verified file moves into the hotfolder under the queue's naming
-    /// rule, never overwriting. The name is journaled before each move, so after a crash
-    /// the journal and the folder together tell whether the move happened.
+    /// rule, never overwriting. The names are journaled, durably, before the files move,
+    /// so after a crash the journal and the folder together tell what happened.
     async fn drop_all(
         &self,
         delivery: &Delivery,
@@ -332,45 +325,50 @@ impl Worker {
         staged: Vec<Staged>,
         journaled: &[FileState],
     ) -> Outcome {
-        let mut dropped = Vec::with_capacity(staged.len());
-        for (index, item) in staged.into_iter().enumerate() {
-            let before = journaled.get(index);
-            let result = if before.is_some_and(|f| f.dropped) {
-                Ok(before.and_then(|f| f.drop_name.clone()).unwrap_or_default())
-            } else {
-                let journal = self.journal.clone();
-                let hotfolder = queue.hotfolder.clone();
-                let id = delivery.id.clone();
-                let name = queue.config.naming.render(delivery, &item.file.name);
-                let earlier = before.and_then(|f| f.drop_name.clone());
-                let path = item.path.clone();
-                tokio::task::spawn_blocking(move || {
-                    drop_one(&journal, &hotfolder, &id, index, &path, &name, earlier)
-                })
+        let plan: Vec<PlannedDrop> = staged
+            .iter()
+            .enumerate()
+            .map(|(index, item)| PlannedDrop {
+                index,
+                staged: item.path.clone(),
+                name: queue.config.naming.render(delivery, &item.file.name),
+                earlier: journaled.get(index).and_then(|f| f.drop_name.clone()),
+                done: journaled.get(index).is_some_and(|f| f.dropped),
+            })
+            .collect();
+        let (journal, hotfolder, id) = (
+            self.journal.clone(),
+            queue.hotfolder.clone(),
+            delivery.id.clone(),
+        );
+        let placed =
+            tokio::task::spawn_blocking(move || drop_files(&journal, &hotfolder, &id, &plan))
                 .await
-                .unwrap_or_else(|join| Err(join.to_string()))
-            };
-            match result {
-                Ok(final_name) => {
-                    info!(file = %item.file.name, path = %queue.hotfolder.root().join(&final_name).display(), "dropped");
-                    dropped.push(DroppedFile {
-                        name: item.file.name,
-                        sha256: item.verified.sha256,
-                        path: final_name,
-                    });
-                }
-                Err(why) => {
-                    return Outcome::Failed {
-                        reason: format!(
-                            "cannot move {} into hotfolder {}: {why}",
-                            item.file.name,
-                            queue.hotfolder.root().display()
-                        ),
-                        retryable: true,
-                    };
+                .unwrap_or_else(|join| Err(join.to_string()));
+        let names = match placed {
+            Ok(names) => names,
+            Err(why) => {
+                return Outcome::Failed {
+                    reason: format!(
+                        "cannot move the files into hotfolder {}: {why}",
+                        queue.hotfolder.root().display()
+                    ),
+                    retryable: true,
                 }
             }
-        }
+        };
+        let dropped = staged
+            .into_iter()
+            .zip(names)
+            .map(|(item, name)| {
+                info!(file = %item.file.name, path = %queue.hotfolder.root().join(&name).display(), "dropped");
+                DroppedFile {
+                    name: item.file.name,
+                    sha256: item.verified.sha256,
+                    path: name,
+                }
+            })
+            .collect();
         Outcome::Completed(dropped)
     }
 
@@ -418,48 +416,82 @@ impl Worker {
     }
 }
 
-/// Moves one staged file in, finishing an interrupted earlier move if there was one.
-/// Returns the name the file has in the hotfolder.
-fn drop_one(
+/// One file's move, as planned before any file of the delivery moves.
+struct PlannedDrop {
+    index: usize,
+    staged: PathBuf,
+    /// The name the naming rule gives the file.
+    name: String,
+    /// The name journaled by an earlier, interrupted drop.
+    earlier: Option<String>,
+    /// The journal says the earlier move finished.
+    done: bool,
+}
+
+/// The file work of the drop step, in one blocking call: recognise moves an earlier
+/// run finished, sync the staged files, journal their names durably, move them (a clash
+/// journals the next name first), and sync the folders once. Returns each file's name.
+fn drop_files(
     journal: &Journal,
     hotfolder: &Hotfolder,
     id: &str,
-    index: usize,
-    staged: &std::path::Path,
-    name: &str,
-    earlier: Option<String>,
-) -> Result<String, String> {
-    if let Some(earlier) = earlier {
-        if hotfolder.was_placed(staged, &earlier) {
-            hotfolder.forget_staged(staged).map_err(|e| e.to_string())?;
-            journal.set_dropped(id, index).map_err(|e| e.to_string())?;
-            return Ok(earlier);
-        }
-    }
-    hotfolder
-        .sync_staged(staged)
-        .map_err(|e| format!("cannot sync the staged file: {e}"))?;
-    for n in 1..=MAX_CLASH_TRIES {
-        let candidate = if n == 1 {
-            name.to_string()
-        } else {
-            clash_name(name, n)
-        };
-        journal
-            .set_drop_name(id, index, &candidate)
-            .map_err(|e| e.to_string())?;
-        match hotfolder.place(staged, &candidate) {
-            Ok(()) => {
-                journal.set_dropped(id, index).map_err(|e| e.to_string())?;
-                return Ok(candidate);
+    plan: &[PlannedDrop],
+) -> Result<Vec<String>, String> {
+    let text = |err: &dyn std::fmt::Display| err.to_string();
+    let mut names: Vec<Option<String>> = vec![None; plan.len()];
+    let mut to_move = Vec::new();
+    for (slot, drop) in plan.iter().enumerate() {
+        if let Some(earlier) = &drop.earlier {
+            if drop.done || hotfolder.was_placed(&drop.staged, earlier) {
+                hotfolder
+                    .forget_staged(&drop.staged)
+                    .map_err(|e| text(&e))?;
+                journal.set_dropped(id, drop.index).map_err(|e| text(&e))?;
+                names[slot] = Some(earlier.clone());
+                continue;
             }
-            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(err) => return Err(err.to_string()),
         }
+        hotfolder
+            .sync_staged(&drop.staged)
+            .map_err(|e| format!("cannot sync the staged file: {e}"))?;
+        to_move.push(slot);
     }
-    Err(format!(
-        "{MAX_CLASH_TRIES} files named like {name} are already there"
-    ))
+    if !to_move.is_empty() {
+        let planned: Vec<(usize, String)> = to_move
+            .iter()
+            .map(|&slot| (plan[slot].index, plan[slot].name.clone()))
+            .collect();
+        journal
+            .record_drop_names(id, &planned)
+            .map_err(|e| text(&e))?;
+        for slot in to_move {
+            let drop = &plan[slot];
+            let mut candidate = drop.name.clone();
+            let mut tries = 1;
+            loop {
+                match hotfolder.place(&drop.staged, &candidate) {
+                    Ok(()) => break,
+                    Err(err)
+                        if err.kind() == std::io::ErrorKind::AlreadyExists
+                            && tries < MAX_CLASH_TRIES =>
+                    {
+                        tries += 1;
+                        candidate = clash_name(&drop.name, tries);
+                        journal
+                            .record_drop_names(id, &[(drop.index, candidate.clone())])
+                            .map_err(|e| text(&e))?;
+                    }
+                    Err(err) => return Err(err.to_string()),
+                }
+            }
+            journal.set_dropped(id, drop.index).map_err(|e| text(&e))?;
+            names[slot] = Some(candidate);
+        }
+        hotfolder
+            .sync_folders()
+            .map_err(|e| format!("cannot sync the hotfolder: {e}"))?;
+    }
+    Ok(names.into_iter().map(Option::unwrap_or_default).collect())
 }
 
 /// Renews the lease at a third of its remaining length until the server says it is

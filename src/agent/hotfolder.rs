@@ -117,10 +117,15 @@ impl Hotfolder {
     }
 
     /// Moves a verified staged file into the hotfolder as `name`, in one atomic step that
-    /// fails with `AlreadyExists` rather than replace anything. The folder is synced
-    /// afterwards, so the move survives a power cut.
+    /// fails with `AlreadyExists` rather than replace anything. The move is durable once
+    /// [`Hotfolder::sync_folders`] has run.
     pub fn place(&self, staged: &Path, name: &str) -> io::Result<()> {
-        move_without_overwrite(staged, &self.root.join(name))?;
+        move_without_overwrite(staged, &self.root.join(name))
+    }
+
+    /// Makes the moves into this hotfolder durable: syncs the hotfolder and the staging
+    /// folder, once for all the files of a delivery.
+    pub fn sync_folders(&self) -> io::Result<()> {
         sync_dir(&self.root)?;
         sync_dir(&self.staging_dir())
     }

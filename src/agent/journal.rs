@@ -239,9 +239,12 @@ impl Journal {
             source,
         };
         let conn = Connection::open(&path).map_err(wrap)?;
-        // WAL lets `tbot status` read while the daemon writes; FULL makes every commit
-        // survive a power cut, which is the journal's whole point.
-        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
+        // WAL lets `tbot status` read while the daemon writes. NORMAL syncs the WAL only
+        // at checkpoints: every commit survives the process being killed, and after a
+        // power cut the journal can only be behind, never torn. The one record that must
+        // be on disk before it takes effect, the names given to files before they move,
+        // is committed with FULL (`record_drop_names`), which also syncs all before it.
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
             .map_err(wrap)?;
         conn.execute_batch(SCHEMA).map_err(wrap)?;
         Ok(Journal {
@@ -355,15 +358,30 @@ impl Journal {
         .map(|_| ())
     }
 
-    /// Records the name a file is about to get in the hotfolder, before the move.
-    pub fn set_drop_name(&self, id: &str, index: usize, name: &str) -> Result<()> {
+    /// Records the names files are about to get in the hotfolder, and the step
+    /// `dropping`, durably: this commit is synced to disk before it returns, because
+    /// after a power cut it is what tells a finished move from one never made.
+    pub fn record_drop_names(&self, id: &str, names: &[(usize, String)]) -> Result<()> {
+        let now = now_text();
         self.with(|conn| {
-            conn.execute(
-                "UPDATE files SET drop_name = ?3 WHERE delivery = ?1 AND idx = ?2",
-                params![id, index as i64, name],
-            )
+            conn.pragma_update(None, "synchronous", "FULL")?;
+            let written = (|| {
+                let tx = conn.transaction()?;
+                tx.execute(
+                    "UPDATE deliveries SET step = 'dropping', updated_at = ?2 WHERE id = ?1",
+                    params![id, now],
+                )?;
+                for (index, name) in names {
+                    tx.execute(
+                        "UPDATE files SET drop_name = ?3 WHERE delivery = ?1 AND idx = ?2",
+                        params![id, *index as i64, name],
+                    )?;
+                }
+                tx.commit()
+            })();
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            written
         })
-        .map(|_| ())
     }
 
     /// Records that a file is in the hotfolder under its drop name.
@@ -416,13 +434,13 @@ impl Journal {
         .map(|_| ())
     }
 
-    /// Reports still owed, oldest first.
-    pub fn reports(&self) -> Result<Vec<Report>> {
+    /// Reports still owed, oldest first, at most `limit` of them.
+    pub fn reports(&self, limit: usize) -> Result<Vec<Report>> {
         self.with(|conn| {
             let mut statement = conn.prepare(
-                "SELECT seq, delivery, kind, body, created_at, attempts, last_error FROM reports ORDER BY seq",
+                "SELECT seq, delivery, kind, body, created_at, attempts, last_error FROM reports ORDER BY seq LIMIT ?1",
             )?;
-            let rows = statement.query_map([], |row| {
+            let rows = statement.query_map(params![limit as i64], |row| {
                 Ok(Report {
                     seq: row.get(0)?,
                     delivery: row.get(1)?,
@@ -437,17 +455,23 @@ impl Journal {
         })
     }
 
-    /// A report went out (or is to be forgotten): remove it, and mark a completed
-    /// delivery as reported.
-    pub fn report_done(&self, report: &Report) -> Result<()> {
+    /// Reports that went out (or are to be forgotten): removed in one transaction, and
+    /// completed deliveries marked as reported.
+    pub fn reports_done(&self, reports: &[Report]) -> Result<()> {
+        if reports.is_empty() {
+            return Ok(());
+        }
+        let now = now_text();
         self.with(|conn| {
             let tx = conn.transaction()?;
-            tx.execute("DELETE FROM reports WHERE seq = ?1", params![report.seq])?;
-            if report.kind == ReportKind::Complete {
-                tx.execute(
-                    "UPDATE deliveries SET step = 'reported', updated_at = ?2 WHERE id = ?1 AND step = 'dropped'",
-                    params![report.delivery, now_text()],
-                )?;
+            for report in reports {
+                tx.execute("DELETE FROM reports WHERE seq = ?1", params![report.seq])?;
+                if report.kind == ReportKind::Complete {
+                    tx.execute(
+                        "UPDATE deliveries SET step = 'reported', updated_at = ?2 WHERE id = ?1 AND step = 'dropped'",
+                        params![report.delivery, now],
+                    )?;
+                }
             }
             tx.commit()
         })

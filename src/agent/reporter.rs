@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use time::OffsetDateTime;
 use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
@@ -19,6 +20,12 @@ const EVENT_MAX_AGE: time::Duration = time::Duration::days(1);
 
 /// Longest pause between rounds while the server cannot be reached.
 const MAX_PAUSE: Duration = Duration::from_secs(60);
+
+/// How many reports are read from the journal at a time.
+const BATCH: usize = 64;
+
+/// How many deliveries' reports are sent at once.
+const PARALLEL: usize = 8;
 
 /// How often the outbox is looked at even when nothing woke the reporter.
 const IDLE_CHECK: Duration = Duration::from_secs(60);
@@ -56,33 +63,69 @@ impl Reporter {
         }
     }
 
-    /// Sends every queued report, oldest first; stops at the first transient failure
-    /// so reports keep their order.
+    /// Sends every queued report. Reports of one delivery go in order; those of
+    /// different deliveries go side by side, a few at a time, and are cleared from the
+    /// journal together. Stops at the first transient failure.
     pub async fn flush(&self) -> Result<(), ClientError> {
-        let reports = self
-            .journal
-            .reports()
-            .map_err(|err| ClientError::BadResponse(err.to_string()))?;
-        for report in reports {
+        loop {
+            let reports = self
+                .journal
+                .reports(BATCH)
+                .map_err(|err| ClientError::BadResponse(err.to_string()))?;
+            let full = reports.len() == BATCH;
+            let mut groups: Vec<Vec<Report>> = Vec::new();
+            for report in reports {
+                match groups.iter_mut().find(|g| g[0].delivery == report.delivery) {
+                    Some(group) => group.push(report),
+                    None => groups.push(vec![report]),
+                }
+            }
+            let outcomes: Vec<(Vec<Report>, Option<ClientError>)> =
+                futures_util::stream::iter(groups)
+                    .map(|group| self.send_group(group))
+                    .buffer_unordered(PARALLEL)
+                    .collect()
+                    .await;
+            let done: Vec<Report> = outcomes
+                .iter()
+                .flat_map(|(done, _)| done.iter().cloned())
+                .collect();
+            if let Err(err) = self.journal.reports_done(&done) {
+                error!("{err}");
+            }
+            if let Some(err) = outcomes.into_iter().find_map(|(_, failed)| failed) {
+                return Err(err);
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Sends one delivery's reports in order; returns those that are done with (sent,
+    /// or given up) and the transient failure that stopped the rest, if any.
+    async fn send_group(&self, group: Vec<Report>) -> (Vec<Report>, Option<ClientError>) {
+        let mut done = Vec::new();
+        for report in group {
             if report.kind == ReportKind::Event
                 && OffsetDateTime::now_utc() - report.created_at > EVENT_MAX_AGE
             {
                 warn!(delivery = %report.delivery, "dropping an event the server has not taken for a day: {}", report.body);
-                self.done(&report);
+                done.push(report);
                 continue;
             }
             let outgoing = match Outgoing::parse(&report) {
                 Ok(outgoing) => outgoing,
                 Err(err) => {
                     error!(delivery = %report.delivery, "journaled report {} is unreadable, giving it up: {err}", report.seq);
-                    self.done(&report);
+                    done.push(report);
                     continue;
                 }
             };
             match self.send(&report.delivery, outgoing).await {
                 Ok(()) => {
                     info!(delivery = %report.delivery, kind = ?report.kind, "reported");
-                    self.done(&report);
+                    done.push(report);
                 }
                 Err(err @ ClientError::Refused { .. }) => {
                     if err.code() == Some("already_completed") || err.code() == Some("lease_lost") {
@@ -90,23 +133,17 @@ impl Reporter {
                     } else {
                         warn!(delivery = %report.delivery, "the server refused the report, giving it up: {err}");
                     }
-                    self.done(&report);
+                    done.push(report);
                 }
                 Err(err) => {
                     if let Err(journal) = self.journal.report_failed(&report, &err.to_string()) {
                         error!("{journal}");
                     }
-                    return Err(err);
+                    return (done, Some(err));
                 }
             }
         }
-        Ok(())
-    }
-
-    fn done(&self, report: &Report) {
-        if let Err(err) = self.journal.report_done(report) {
-            error!("{err}");
-        }
+        (done, None)
     }
 
     async fn send(&self, id: &str, outgoing: Outgoing) -> Result<(), ClientError> {
