@@ -7,6 +7,7 @@ pub mod client;
 pub mod delivery;
 pub mod hotfolder;
 pub mod journal;
+pub mod pipeline;
 pub mod reporter;
 pub mod transfer;
 

@@ -8,16 +8,17 @@ use std::path::Path;
 use reqwest::header;
 use reqwest::StatusCode;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::AsyncReadExt;
 use tracing::{debug, info};
 
 use super::check::CheckedFile;
 use super::client::{error_chain, ClientError, JobSideClient};
 use super::hotfolder::{Hotfolder, MIN_FREE_SPACE};
 use super::journal::Journal;
+use super::pipeline::Pipeline;
 
-/// Size of the write buffer between the network and the staging file.
-const WRITE_BUFFER: usize = 1024 * 1024;
+/// Size of the reads when hashing a staged prefix.
+const READ_BUFFER: usize = 1024 * 1024;
 
 /// How often, in bytes, progress is written to the journal for `tbot status`.
 const PROGRESS_EVERY: u64 = 8 * 1024 * 1024;
@@ -136,54 +137,55 @@ async fn fetch_once(
             )));
         }
     }
-    let file_handle = tokio::fs::OpenOptions::new()
+    let staged_file = tokio::fs::OpenOptions::new()
         .create(true)
         .write(true)
         .append(offset > 0)
         .truncate(offset == 0)
         .open(staging)
         .await
-        .map_err(local)?;
-    let mut writer = BufWriter::with_capacity(WRITE_BUFFER, file_handle);
+        .map_err(local)?
+        .into_std()
+        .await;
+    let pipeline = Pipeline::start(staged_file, hasher).map_err(local)?;
     let mut received = offset;
     let mut recorded = offset;
-    loop {
+    let broke_off = loop {
         let chunk = match response.chunk().await {
             Ok(Some(chunk)) => chunk,
-            Ok(None) => break,
-            Err(err) => {
-                writer.flush().await.map_err(local)?;
-                let _ = progress
-                    .journal
-                    .set_received(progress.delivery, progress.index, received);
-                return Err(TransferError::Client(ClientError::Transient {
-                    what: format!(
-                        "download broke off after {received} of {size} bytes: {}",
-                        error_chain(&err)
-                    ),
-                    retry_after: None,
-                }));
-            }
+            Ok(None) => break None,
+            Err(err) => break Some(err),
         };
         received += chunk.len() as u64;
         if received > size {
+            let _ = pipeline.finish().await;
             return Err(TransferError::Mismatch(format!(
                 "the server sent more than the {size} bytes promised"
             )));
         }
-        hasher.update(&chunk);
-        writer.write_all(&chunk).await.map_err(local)?;
+        if !pipeline.push(chunk).await {
+            break None;
+        }
         if received - recorded >= PROGRESS_EVERY {
             recorded = received;
             let _ = progress
                 .journal
                 .set_received(progress.delivery, progress.index, received);
         }
-    }
-    writer.flush().await.map_err(local)?;
+    };
+    let hasher = pipeline.finish().await.map_err(local)?;
     let _ = progress
         .journal
         .set_received(progress.delivery, progress.index, received);
+    if let Some(err) = broke_off {
+        return Err(TransferError::Client(ClientError::Transient {
+            what: format!(
+                "download broke off after {received} of {size} bytes: {}",
+                error_chain(&err)
+            ),
+            retry_after: None,
+        }));
+    }
     finish(hasher, received, size, &file.sha256)
 }
 
@@ -202,7 +204,7 @@ async fn hash_staged_prefix(staging: &Path, size: u64) -> std::io::Result<(Sha25
         tokio::fs::remove_file(staging).await?;
         return Ok((hasher, 0));
     }
-    let mut buffer = vec![0; WRITE_BUFFER];
+    let mut buffer = vec![0; READ_BUFFER];
     let mut read = 0;
     while read < staged {
         let n = file.read(&mut buffer).await?;
