@@ -271,6 +271,14 @@ fn refuse(kind: ErrorKind, code: &'static str, message: impl Into<String>) -> Mo
     }
 }
 
+fn unknown_job(id: &str) -> ModelError {
+    refuse(
+        ErrorKind::NotFound,
+        "unknown_job",
+        format!("there is no job {id}"),
+    )
+}
+
 /// The outcome of sending one job, in a multi-job send.
 #[derive(Debug, Clone, Serialize)]
 pub struct SendResult {
@@ -337,14 +345,12 @@ impl Model {
         Ok(())
     }
 
+    fn job(&self, id: &str) -> Result<&Job, ModelError> {
+        self.jobs.get(id).ok_or_else(|| unknown_job(id))
+    }
+
     fn job_mut(&mut self, id: &str) -> Result<&mut Job, ModelError> {
-        self.jobs.get_mut(id).ok_or_else(|| {
-            refuse(
-                ErrorKind::NotFound,
-                "unknown_job",
-                format!("there is no job {id}"),
-            )
-        })
+        self.jobs.get_mut(id).ok_or_else(|| unknown_job(id))
     }
 
     // ----- what a person does -------------------------------------------------------
@@ -679,13 +685,7 @@ impl Model {
         chosen: Option<&[String]>,
         now: OffsetDateTime,
     ) -> Result<Vec<String>, ModelError> {
-        let job = self.jobs.get(job_id).ok_or_else(|| {
-            refuse(
-                ErrorKind::NotFound,
-                "unknown_job",
-                format!("there is no job {job_id}"),
-            )
-        })?;
+        let job = self.job(job_id)?;
         if !matches!(
             job.state,
             JobState::Approved | JobState::SentToProduction | JobState::ProductionError
