@@ -550,6 +550,18 @@ async fn a_server_that_goes_down_and_comes_back_loses_no_report_and_floods_no_lo
         "{shown}"
     );
     assert!(!String::from_utf8_lossy(&status.stdout).contains(TOKEN));
+    let text = std::process::Command::new(env!("CARGO_BIN_EXE_tbot"))
+        .args(["status", "--config"])
+        .arg(floor.dir.path().join("tbot.toml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("queue indigo-7900")
+            && text.contains("waiting to be reported:")
+            && text.contains("d-1  complete"),
+        "{text}"
+    );
     assert_eq!(deliveries(&owner).await[0]["state"], json!("leased"));
 
     wait_deliveries_settled(&owner, &["completed"]).await;
