@@ -36,6 +36,9 @@ use reporter::Reporter;
 /// Finished deliveries stay in the journal this many days, for `tbot status`.
 const KEEP_DAYS: i64 = 30;
 
+/// How often a running agent prunes its journal.
+const PRUNE_EVERY: Duration = Duration::from_secs(24 * 3600);
+
 /// How long a stopping agent tries to hand its last reports to the server.
 const FINAL_FLUSH: Duration = Duration::from_secs(5);
 
@@ -165,12 +168,18 @@ impl Agent {
             let worker = self.worker.clone();
             in_flight.spawn(async move { worker.resume(entry).await });
         }
+        self.prune_journal();
+        Ok(())
+    }
+
+    /// Forgets deliveries finished more than [`KEEP_DAYS`] ago, so the journal of an
+    /// agent that runs for years stays small.
+    fn prune_journal(&self) {
         match self.worker.journal.prune(KEEP_DAYS) {
             Ok(0) => {}
             Ok(n) => info!("forgot {n} deliveries finished more than {KEEP_DAYS} days ago"),
             Err(err) => warn!("cannot prune the journal: {err}"),
         }
-        Ok(())
     }
 
     /// Runs until the shutdown is triggered, then hands back what is in flight and
@@ -196,6 +205,7 @@ impl Agent {
         let mut heartbeat = tokio::time::interval(self.config.server.heartbeat_interval);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         heartbeat.reset();
+        let mut prune = tokio::time::interval_at(Instant::now() + PRUNE_EVERY, PRUNE_EVERY);
         let mut claim: Option<PendingClaim> = None;
         let mut may_claim = false;
         let mut backlog = false;
@@ -207,8 +217,11 @@ impl Agent {
                 _ = shutdown.wait() => break,
                 _ = check.tick() => {
                     self.heartbeat(&shutdown).await;
+                    // A check is a heartbeat: the next one is due a full interval later.
+                    heartbeat.reset();
                     may_claim = true;
                 }
+                _ = prune.tick() => self.prune_journal(),
                 _ = heartbeat.tick() => {
                     self.heartbeat(&shutdown).await;
                 }
