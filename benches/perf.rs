@@ -16,9 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 use tbot::mockserver::model::{FileLocation, NewFile};
-use tbot::mockserver::{MockServer, MockSettings};
+use tbot::mockserver::{MockServer, MockSettings, StoredFile};
 
 const TOKEN: &str = "bench-token";
 const RUNS: usize = 3;
@@ -67,10 +66,6 @@ fn percentile(values: &mut [f64], p: f64) -> f64 {
     values[((values.len() - 1) as f64 * p).round() as usize]
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
 fn random_bytes(size: usize, seed: u64) -> Bytes {
     let mut state = seed | 1;
     let mut out = Vec::with_capacity(size);
@@ -100,7 +95,8 @@ fn add_job(
     bytes: &Bytes,
     url: Option<String>,
 ) -> String {
-    let sha256 = sha256_hex(bytes);
+    let stored_file = StoredFile::new(bytes.clone());
+    let sha256 = stored_file.sha256.clone();
     let now = server.state.clock.now();
     let mut model = server.state.model();
     let location = url.map_or(FileLocation::Stored, FileLocation::External);
@@ -122,7 +118,7 @@ fn add_job(
     model.approve(&id, now).expect("approve");
     drop(model);
     if stored {
-        server.state.files.put(&file_id, bytes.clone());
+        server.state.files.put(&file_id, stored_file);
     }
     id
 }

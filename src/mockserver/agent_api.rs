@@ -175,14 +175,15 @@ async fn file(
     Path(file_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let bytes = state.files.get(&file_id).ok_or_else(|| {
+    let stored = state.files.get(&file_id).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "unknown_file",
             format!("there is no file {file_id}"),
         )
     })?;
-    let etag = format!("\"{}\"", super::file_store::sha256_hex(&bytes));
+    let etag = format!("\"{}\"", stored.sha256);
+    let bytes = stored.bytes;
     let total = bytes.len() as u64;
     let if_range_matches = headers
         .get(header::IF_RANGE)

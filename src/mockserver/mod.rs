@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 
 pub use clock::Clock;
 pub use faults::{FaultState, Faults};
-pub use file_store::FileStore;
+pub use file_store::{FileStore, StoredFile};
 pub use request_log::{RequestLog, RequestRecord};
 pub use settings::{AgentToken, MockSettings, UserEntry};
 

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use super::api_error::{ApiError, ApiJson};
 use super::faults::Faults;
-use super::file_store::sha256_hex;
+use super::file_store::StoredFile;
 use super::model::{FileLocation, Job, Model, NewFile, SettingsChange};
 use super::AppState;
 
@@ -230,9 +230,10 @@ async fn create_job(
                 )))
             }
         };
+        let content = content.map(StoredFile::new);
         let sha256 = match (spec.sha256, &content) {
             (Some(sha), _) => sha,
-            (None, Some(bytes)) => sha256_hex(bytes),
+            (None, Some(stored)) => stored.sha256.clone(),
             (None, None) => {
                 return Err(invalid(format!(
                     "file {:?}: a file behind a url needs sha256",
@@ -256,8 +257,8 @@ async fn create_job(
         new_files,
     )?;
     for (file, content) in job.files.iter().zip(contents) {
-        if let Some(bytes) = content {
-            state.files.put(&file.id, bytes);
+        if let Some(stored) = content {
+            state.files.put(&file.id, stored);
         }
     }
     let job = job.clone();
@@ -270,16 +271,17 @@ async fn upload_file(
     Path((id, name)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let stored = StoredFile::new(body);
     let file = state.model().add_file(
         &id,
         NewFile {
             name,
-            size: body.len() as i64,
-            sha256: sha256_hex(&body),
+            size: stored.bytes.len() as i64,
+            sha256: stored.sha256.clone(),
             location: FileLocation::Stored,
         },
     )?;
-    state.files.put(&file.id, body);
+    state.files.put(&file.id, stored);
     Ok((
         StatusCode::CREATED,
         Json(serde_json::to_value(file).unwrap_or_default()),
