@@ -201,6 +201,10 @@ CREATE TABLE IF NOT EXISTS reports (
     attempts    INTEGER NOT NULL DEFAULT 0,
     last_error  TEXT
 );
+CREATE TABLE IF NOT EXISTS meta (
+    key         TEXT PRIMARY KEY,
+    value       TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS queues (
     name        TEXT PRIMARY KEY,
     status      TEXT NOT NULL,
@@ -529,6 +533,30 @@ impl Journal {
             }
         }
         Ok(entries)
+    }
+
+    /// Ties the journal to the job side at `server`, or checks that it is tied to it:
+    /// deliveries are known by the server's ids, which another server may reuse. Returns
+    /// the server the journal belongs to when that is another one.
+    pub fn bind_server(&self, server: &str) -> Result<Option<String>> {
+        self.with(|conn| {
+            let bound: Option<String> = conn
+                .query_row("SELECT value FROM meta WHERE key = 'server'", [], |row| {
+                    row.get(0)
+                })
+                .optional()?;
+            match bound {
+                Some(bound) if bound != server => Ok(Some(bound)),
+                Some(_) => Ok(None),
+                None => {
+                    conn.execute(
+                        "INSERT INTO meta (key, value) VALUES ('server', ?1)",
+                        params![server],
+                    )?;
+                    Ok(None)
+                }
+            }
+        })
     }
 
     /// Records a queue's status as last announced, for `tbot status`.

@@ -86,6 +86,15 @@ impl Agent {
             )
         })?;
         let journal = Arc::new(Journal::open(&config.agent.state_dir)?);
+        if let Some(other) = journal.bind_server(config.server.url.as_str())? {
+            anyhow::bail!(
+                "the journal in agent.state_dir {} belongs to the job side at {other}, not {}: \
+                 deliveries are known by that server's ids. If the job side really changed, \
+                 let the old one's deliveries finish, then move the journal away or set a new state_dir",
+                config.agent.state_dir.display(),
+                config.server.url
+            );
+        }
         let queues = config
             .queues
             .iter()

@@ -682,3 +682,30 @@ async fn a_delivery_handed_out_again_after_its_drop_is_reported_not_dropped_twic
     );
     agent.stop().await;
 }
+
+/// The journal knows deliveries by one server's ids: an agent pointed at another job
+/// side with the same state refuses to start, saying why, rather than mistake a reused
+/// id for a delivery it already dropped.
+#[tokio::test]
+async fn a_journal_belongs_to_one_job_side() {
+    let first = start_server(|_| {}).await;
+    let second = start_server(|_| {}).await;
+    let floor = Floor::new(&["indigo"]);
+    let agent = RunningAgent::start(&one_queue_config(&first.url(), &floor, "indigo"));
+    agent.stop().await;
+
+    let config =
+        tbot::config::Config::parse(&one_queue_config(&second.url(), &floor, "indigo"), None)
+            .unwrap();
+    let client = tbot::agent::client::JobSideClient::new(&config.server).unwrap();
+    let refused = tbot::agent::Agent::with_client(config, client, tbot::shutdown::Shutdown::new())
+        .err()
+        .expect("an agent on another job side's journal was started")
+        .to_string();
+    assert!(
+        refused.contains(&first.url()) && refused.contains("state_dir"),
+        "{refused}"
+    );
+    first.stop().await;
+    second.stop().await;
+}
