@@ -74,6 +74,8 @@ pub struct QueueConfig {
     pub hotfolder: PathBuf,
     pub naming: NamingRule,
     pub max_file_size: u64,
+    /// A dropped file still in the hotfolder after this long is reported `stalled`.
+    pub stall_after: Duration,
 }
 
 /// The agent token. It is never printed: `Debug` and `Display` show `***`.
@@ -175,6 +177,8 @@ struct RawQueue {
     naming: String,
     #[serde(default = "default_max_file_size")]
     max_file_size: ByteSize,
+    #[serde(default = "default_stall_after", with = "humantime_serde")]
+    stall_after: Duration,
 }
 
 impl Default for RawLog {
@@ -206,6 +210,9 @@ fn default_log_format() -> LogFormat {
 }
 fn default_naming() -> String {
     "{order}_{job}_{name}".into()
+}
+fn default_stall_after() -> Duration {
+    Duration::from_secs(3600)
 }
 fn default_max_file_size() -> ByteSize {
     ByteSize::gib(20)
@@ -426,6 +433,9 @@ fn check_queues(raw: &[RawQueue], problems: &mut Vec<String>) -> Vec<QueueConfig
                 queue.hotfolder.display()
             ));
         }
+        if queue.stall_after.is_zero() {
+            problems.push(format!("{key}.stall_after must be longer than 0s"));
+        }
         if queue.max_file_size.as_u64() == 0 {
             problems.push(format!("{key}.max_file_size must be more than 0 bytes"));
         }
@@ -436,6 +446,7 @@ fn check_queues(raw: &[RawQueue], problems: &mut Vec<String>) -> Vec<QueueConfig
                 hotfolder: queue.hotfolder.clone(),
                 naming,
                 max_file_size: queue.max_file_size.as_u64(),
+                stall_after: queue.stall_after,
             }),
             Err(why) => problems.push(format!("{key}.naming {:?}: {why}", queue.naming)),
         }

@@ -12,7 +12,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::protocol::{Delivery, DroppedFile};
+use crate::protocol::{Delivery, DroppedFile, FileEvent};
 
 /// The journal's file name inside `state_dir`.
 pub const JOURNAL_FILE: &str = "journal.sqlite3";
@@ -122,6 +122,19 @@ impl Entry {
     }
 }
 
+/// A dropped file the device has not taken yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwaitingPickup {
+    pub delivery: String,
+    pub index: usize,
+    pub queue: String,
+    /// The file's name in the hotfolder.
+    pub path: String,
+    pub dropped_at: OffsetDateTime,
+    /// Already reported as stalled.
+    pub stalled: bool,
+}
+
 /// What a report owed to the server is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -190,6 +203,9 @@ CREATE TABLE IF NOT EXISTS files (
     etag        TEXT,
     drop_name   TEXT,
     dropped     INTEGER NOT NULL DEFAULT 0,
+    dropped_at  TEXT,
+    picked_up   INTEGER NOT NULL DEFAULT 0,
+    stalled     INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (delivery, idx)
 );
 CREATE TABLE IF NOT EXISTS reports (
@@ -392,8 +408,8 @@ impl Journal {
     pub fn set_dropped(&self, id: &str, index: usize) -> Result<()> {
         self.with(|conn| {
             conn.execute(
-                "UPDATE files SET dropped = 1 WHERE delivery = ?1 AND idx = ?2",
-                params![id, index as i64],
+                "UPDATE files SET dropped = 1, dropped_at = ?3 WHERE delivery = ?1 AND idx = ?2",
+                params![id, index as i64, now_text()],
             )
         })
         .map(|_| ())
@@ -556,6 +572,60 @@ impl Journal {
                     Ok(None)
                 }
             }
+        })
+    }
+
+    /// Dropped files the device has not taken yet, dropped within `since`, for the
+    /// pick-up watch.
+    pub fn awaiting_pickup(&self, since: time::Duration) -> Result<Vec<AwaitingPickup>> {
+        let cutoff = (OffsetDateTime::now_utc() - since)
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        self.with(|conn| {
+            let mut statement = conn.prepare(
+                "SELECT f.delivery, f.idx, d.queue, f.drop_name, f.dropped_at, f.stalled
+                 FROM files f JOIN deliveries d ON d.id = f.delivery
+                 WHERE f.dropped = 1 AND f.picked_up = 0 AND f.drop_name IS NOT NULL
+                   AND f.dropped_at IS NOT NULL AND f.dropped_at >= ?1",
+            )?;
+            let rows = statement.query_map(params![cutoff], |row| {
+                Ok(AwaitingPickup {
+                    delivery: row.get(0)?,
+                    index: row.get::<_, i64>(1)? as usize,
+                    queue: row.get(2)?,
+                    path: row.get(3)?,
+                    dropped_at: parse_time(&row.get::<_, String>(4)?),
+                    stalled: row.get::<_, i64>(5)? != 0,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Records that the device took a file, or that it has sat too long, with the event
+    /// report the server is owed, in one transaction.
+    pub fn record_pickup_event(
+        &self,
+        file: &AwaitingPickup,
+        event: FileEvent,
+        body: serde_json::Value,
+    ) -> Result<()> {
+        let column = match event {
+            FileEvent::PickedUp => "picked_up",
+            FileEvent::Stalled => "stalled",
+        };
+        let now = now_text();
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            tx.execute(
+                &format!("UPDATE files SET {column} = 1 WHERE delivery = ?1 AND idx = ?2"),
+                params![file.delivery, file.index as i64],
+            )?;
+            tx.execute(
+                "INSERT INTO reports (delivery, kind, body, created_at) VALUES (?1, 'event', ?2, ?3)",
+                params![file.delivery, body.to_string(), now],
+            )?;
+            tx.commit()
         })
     }
 

@@ -7,6 +7,7 @@ pub mod client;
 pub mod delivery;
 pub mod hotfolder;
 pub mod journal;
+pub mod pickup;
 pub mod pipeline;
 pub mod reporter;
 pub mod transfer;
@@ -31,6 +32,7 @@ use client::{Claimed, ClientError, JobSideClient};
 use delivery::{Outcome, Queue, Worker};
 use hotfolder::Hotfolder;
 use journal::Journal;
+use pickup::PickupWatch;
 use reporter::Reporter;
 
 /// Finished deliveries stay in the journal this many days, for `tbot status`.
@@ -50,6 +52,10 @@ pub struct Agent {
     queue_state: HashMap<String, (QueueStatus, Option<String>)>,
     /// The queues ready for files at the last heartbeat: the ones claimed for.
     ready: Vec<String>,
+    /// Whether the devices take the dropped files.
+    pickup: PickupWatch,
+    /// How many dropped files have stalled in each queue, at the last look.
+    stalled: HashMap<String, usize>,
 }
 
 /// A claim on its way, with the request and when it was sent: the server may hold it
@@ -95,7 +101,7 @@ impl Agent {
                 config.server.url
             );
         }
-        let queues = config
+        let queues: Vec<Queue> = config
             .queues
             .iter()
             .map(|queue| Queue {
@@ -103,6 +109,12 @@ impl Agent {
                 hotfolder: Hotfolder::new(&queue.hotfolder),
             })
             .collect();
+        let reports = Arc::new(Notify::new());
+        let pickup = PickupWatch {
+            journal: journal.clone(),
+            queues: queues.clone(),
+            reports: reports.clone(),
+        };
         let worker = Arc::new(Worker {
             client,
             queues,
@@ -112,7 +124,7 @@ impl Agent {
                 .with_max_delay(Duration::from_secs(10))
                 .with_jitter(),
             journal,
-            reports: Arc::new(Notify::new()),
+            reports,
             active: Mutex::new(HashSet::new()),
         });
         Ok(Agent {
@@ -120,6 +132,8 @@ impl Agent {
             worker,
             queue_state: HashMap::new(),
             ready: Vec::new(),
+            pickup,
+            stalled: HashMap::new(),
         })
     }
 
@@ -215,6 +229,8 @@ impl Agent {
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         heartbeat.reset();
         let mut prune = tokio::time::interval_at(Instant::now() + PRUNE_EVERY, PRUNE_EVERY);
+        let mut pickup = tokio::time::interval(pickup::POLL);
+        pickup.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut claim: Option<PendingClaim> = None;
         let mut may_claim = false;
         let mut backlog = false;
@@ -231,6 +247,9 @@ impl Agent {
                     may_claim = true;
                 }
                 _ = prune.tick() => self.prune_journal(),
+                _ = pickup.tick() => {
+                    self.stalled = self.pickup.check();
+                }
                 _ = heartbeat.tick() => {
                     self.heartbeat(&shutdown).await;
                 }
@@ -276,7 +295,16 @@ impl Agent {
             .queues
             .iter()
             .map(|queue| {
-                let (status, detail) = queue.hotfolder.probe();
+                let (mut status, mut detail) = queue.hotfolder.probe();
+                let stalled = self.stalled.get(&queue.config.name).copied().unwrap_or(0);
+                if status == QueueStatus::Ready && stalled > 0 {
+                    status = QueueStatus::Stalled;
+                    detail = Some(format!(
+                        "{stalled} dropped file(s) still in {} after {}: the device is not taking them",
+                        queue.hotfolder.root().display(),
+                        humantime::format_duration(queue.config.stall_after)
+                    ));
+                }
                 AnnouncedQueue {
                     name: queue.config.name.clone(),
                     kind: queue.config.kind,
@@ -293,7 +321,7 @@ impl Agent {
         self.note_queue_changes(&queues);
         self.ready = queues
             .iter()
-            .filter(|queue| queue.status == QueueStatus::Ready)
+            .filter(|queue| queue.status != QueueStatus::Unavailable)
             .map(|queue| queue.name.clone())
             .collect();
         let request = HeartbeatRequest {

@@ -134,6 +134,13 @@ fn check_config_refuses_each_bad_config_naming_the_key() {
         ),
         (
             valid.replace(
+                "max_file_size = \"20GiB\"",
+                "max_file_size = \"20GiB\"\nstall_after = \"0s\"",
+            ),
+            &["queue[0].stall_after"],
+        ),
+        (
+            valid.replace(
                 "check_interval = \"30s\"",
                 "check_interval = \"30s\"\nlong_poll = \"2m\"",
             ),

@@ -6,5 +6,6 @@ mod chaos;
 mod delivery;
 mod job_side;
 mod latency;
+mod pickup;
 mod reliability;
 mod support;
