@@ -6,6 +6,15 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+/// The name a unit enum variant has on the wire, such as `sent_to_production` or
+/// `ctp`, for messages, the journal and `tbot status`.
+pub fn wire_name(value: &impl Serialize) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}
+
 /// Path prefix of every agent endpoint.
 pub const AGENT_API: &str = "/api/v1/agent";
 

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::agent::journal::{Journal, JOURNAL_FILE};
 use crate::config::Config;
+use crate::protocol::wire_name;
 
 /// How many recent drops and failures are shown per queue.
 const RECENT: usize = 10;
@@ -98,10 +99,7 @@ pub fn read(config: &Config) -> anyhow::Result<Status> {
                 .unwrap_or((None, None));
             queues.push(QueueStatus {
                 name: queue.name.clone(),
-                kind: serde_json::to_value(queue.kind)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default(),
+                kind: wire_name(&queue.kind),
                 hotfolder: queue.hotfolder.display().to_string(),
                 status,
                 detail,

@@ -108,7 +108,7 @@ impl Worker {
     /// Takes a delivery from a claim through every step. A delivery the journal already
     /// knows is carried on (or, if it was dropped, reported again), never started twice.
     pub async fn deliver(&self, delivery: Delivery) -> Outcome {
-        let span = tracing::info_span!("delivery", id = %delivery.id, queue = %delivery.queue, job = %delivery.job.id);
+        let span = delivery_span(&delivery);
         async {
             let Some(_guard) = self.activate(&delivery.id) else {
                 return Outcome::AlreadyHandled;
@@ -154,7 +154,7 @@ impl Worker {
     /// Carries on a delivery the journal shows unfinished after a restart.
     pub async fn resume(&self, entry: Entry) -> Outcome {
         let delivery = entry.delivery;
-        let span = tracing::info_span!("delivery", id = %delivery.id, queue = %delivery.queue, job = %delivery.job.id);
+        let span = delivery_span(&delivery);
         async {
             let Some(_guard) = self.activate(&delivery.id) else {
                 return Outcome::AlreadyHandled;
@@ -492,6 +492,11 @@ fn drop_files(
             .map_err(|e| format!("cannot sync the hotfolder: {e}"))?;
     }
     Ok(names.into_iter().map(Option::unwrap_or_default).collect())
+}
+
+/// The span every log line about one delivery is written in.
+fn delivery_span(delivery: &Delivery) -> tracing::Span {
+    tracing::info_span!("delivery", id = %delivery.id, queue = %delivery.queue, job = %delivery.job.id)
 }
 
 /// Renews the lease at a third of its remaining length until the server says it is

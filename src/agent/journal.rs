@@ -239,10 +239,14 @@ pub struct JournalError {
 
 type Result<T> = std::result::Result<T, JournalError>;
 
-fn now_text() -> String {
-    OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
+/// A time as the journal stores it (RFC 3339, which sorts as text).
+fn time_text(at: OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
+}
+
+fn now_text() -> String {
+    time_text(OffsetDateTime::now_utc())
 }
 
 fn parse_time(text: &str) -> OffsetDateTime {
@@ -578,9 +582,7 @@ impl Journal {
     /// Dropped files the device has not taken yet, dropped within `since`, for the
     /// pick-up watch.
     pub fn awaiting_pickup(&self, since: time::Duration) -> Result<Vec<AwaitingPickup>> {
-        let cutoff = (OffsetDateTime::now_utc() - since)
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
+        let cutoff = time_text(OffsetDateTime::now_utc() - since);
         self.with(|conn| {
             let mut statement = conn.prepare(
                 "SELECT f.delivery, f.idx, d.queue, f.drop_name, f.dropped_at, f.stalled
@@ -643,9 +645,7 @@ impl Journal {
 
     /// Forgets finished deliveries older than `keep_days`, so the journal stays small.
     pub fn prune(&self, keep_days: i64) -> Result<usize> {
-        let cutoff = (OffsetDateTime::now_utc() - time::Duration::days(keep_days))
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
+        let cutoff = time_text(OffsetDateTime::now_utc() - time::Duration::days(keep_days));
         self.with(|conn| {
             conn.execute(
                 "DELETE FROM deliveries WHERE step IN ('reported', 'failed', 'lease_lost', 'handed_back')

@@ -342,17 +342,18 @@ impl Agent {
             if self.queue_state.get(&queue.name) == Some(&key) {
                 continue;
             }
-            match &queue.detail {
-                Some(detail) => warn!(queue = %queue.name, "queue unavailable: {detail}"),
-                None if self.queue_state.contains_key(&queue.name) => {
+            let detail = queue.detail.as_deref().unwrap_or("");
+            match queue.status {
+                QueueStatus::Unavailable => {
+                    warn!(queue = %queue.name, "queue unavailable: {detail}")
+                }
+                QueueStatus::Stalled => warn!(queue = %queue.name, "queue stalled: {detail}"),
+                QueueStatus::Ready if self.queue_state.contains_key(&queue.name) => {
                     info!(queue = %queue.name, "queue ready again")
                 }
-                None => {}
+                QueueStatus::Ready => {}
             }
-            let status = serde_json::to_value(queue.status)
-                .ok()
-                .and_then(|v| v.as_str().map(String::from))
-                .unwrap_or_default();
+            let status = crate::protocol::wire_name(&queue.status);
             if let Err(err) =
                 self.worker
                     .journal

@@ -109,10 +109,7 @@ impl JobState {
 
     /// The state as it travels on the wire (`sent_to_production`).
     pub fn code(self) -> String {
-        serde_json::to_value(self)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default()
+        protocol::wire_name(&self)
     }
 }
 
