@@ -304,23 +304,36 @@ impl Drop for PlainServer {
     }
 }
 
-/// One transfer of `bytes` by the agent: seconds from send to the file in the hotfolder,
-/// and the agent's peak resident memory in MiB.
+/// What one transfer by the agent measured.
+struct Transfer {
+    /// From send to the file in the hotfolder.
+    seconds: f64,
+    /// The agent's peak resident memory, in MiB.
+    peak_mib: f64,
+    /// The agent's CPU time (user + system) over the transfer.
+    cpu_seconds: f64,
+}
+
+/// One transfer of `bytes` by a new agent.
 async fn agent_transfer(
     server: &MockServer,
     bytes: &Bytes,
     url: Option<String>,
     run: usize,
-) -> (f64, f64) {
+) -> Transfer {
     let agent = Agent::start(&server.url(), &["press"], "5m", 4);
     agent.wait_ready(server, &["press"]).await;
     let job = add_job(server, "press", &format!("run{run}"), bytes, url);
     let target = agent.hotfolder("press").join(format!("{job}_run{run}.pdf"));
+    let cpu_before = agent.cpu_seconds();
     let started = Instant::now();
     send(server, &[job]);
     let seconds = wait_for_file(&target, started).await;
-    let peak = agent.status_kib("VmHWM") as f64 / 1024.0;
-    (seconds, peak)
+    Transfer {
+        seconds,
+        peak_mib: agent.status_kib("VmHWM") as f64 / 1024.0,
+        cpu_seconds: agent.cpu_seconds() - cpu_before,
+    }
 }
 
 // ----- scenarios -------------------------------------------------------------------------
@@ -333,11 +346,11 @@ async fn throughput() {
     std::fs::write(plain_dir.path().join("big.pdf"), &bytes).expect("write file");
     let plain = PlainServer::start(plain_dir.path());
     println!(
-        "| source | curl median (s) | tbot median (s) | ratio | tbot MB/s | tbot peak RSS (MiB) |"
+        "| source | curl median (s) | tbot median (s) | ratio | tbot MB/s | tbot CPU median (s) | tbot peak RSS (MiB) |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for source in ["mock server", "plain HTTP server"] {
-        let (mut curl, mut agent, mut peak) = (Vec::new(), Vec::new(), 0f64);
+        let (mut curl, mut agent, mut cpu, mut peak) = (Vec::new(), Vec::new(), Vec::new(), 0f64);
         for run in 0..RUNS {
             let url = match source {
                 "mock server" => None,
@@ -363,15 +376,17 @@ async fn throughput() {
                 }
             };
             curl.push(curl_seconds(&file_url, url.is_none().then_some(TOKEN)));
-            let (seconds, rss) = agent_transfer(&server, &bytes, url, run).await;
-            agent.push(seconds);
-            peak = peak.max(rss);
+            let transfer = agent_transfer(&server, &bytes, url, run).await;
+            agent.push(transfer.seconds);
+            cpu.push(transfer.cpu_seconds);
+            peak = peak.max(transfer.peak_mib);
         }
         let (c, a) = (median(&mut curl), median(&mut agent));
         println!(
-            "| {source} | {c:.3} | {a:.3} | {:.2}x | {:.0} | {peak:.1} |",
+            "| {source} | {c:.3} | {a:.3} | {:.2}x | {:.0} | {:.2} | {peak:.1} |",
             a / c,
-            size as f64 / a / 1e6
+            size as f64 / a / 1e6,
+            median(&mut cpu)
         );
     }
     server.stop().await;
@@ -385,9 +400,9 @@ async fn memory() {
         let bytes = random_bytes(size, 2);
         let (mut seconds, mut peak) = (Vec::new(), 0f64);
         for run in 0..RUNS {
-            let (s, rss) = agent_transfer(&server, &bytes, None, run).await;
-            seconds.push(s);
-            peak = peak.max(rss);
+            let transfer = agent_transfer(&server, &bytes, None, run).await;
+            seconds.push(transfer.seconds);
+            peak = peak.max(transfer.peak_mib);
         }
         println!(
             "| {} MiB | {peak:.1} | {:.3} |",

@@ -1,27 +1,35 @@
-//! Where a download's bytes go once received: hashed and written to the staging file on
-//! two threads of their own, so that receiving, hashing and writing overlap and the
-//! async runtime never waits on the disk. The queues between the stages are short, so
-//! memory stays a few MiB whatever the file's size.
+//! Where a download's bytes go once received: copied at once into a few large aligned
+//! buffers, which are hashed and written to the staging file on two threads of their
+//! own, so that receiving, hashing and writing overlap and the async runtime never
+//! waits on the disk. Copying at once hands the network's buffer straight back to be
+//! read into again, and the same few buffers go round and round, so memory stays a few
+//! MiB whatever the file's size and no page is allocated twice.
 
 use std::io::{self, Write};
 use std::thread::JoinHandle;
 
-use bytes::Bytes;
 use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
 
-/// Chunks waiting between two stages (network chunks are 16 to 64 KiB).
-const DEPTH: usize = 8;
+/// Buffers going round: one filling, one hashing, one writing and one spare.
+const BUFFERS: usize = 4;
 
-/// Size of the writes to the staging file. Larger direct writes are faster on their
-/// own, but block the writing thread longer; 1 MiB measured best end to end.
-const WRITE_BUFFER: usize = 1024 * 1024;
+/// Size of each buffer, and so of the writes to the staging file. Larger direct writes
+/// are faster on their own, but block the writing thread longer; 1 MiB measured best
+/// end to end.
+const BUFFER_SIZE: usize = 1024 * 1024;
+
+/// Alignment that direct I/O needs for buffers, file offsets and lengths.
+const ALIGN: usize = 4096;
 
 /// After this many bytes the kernel is asked to start writing them to disk.
 const WRITE_BEHIND: u64 = 8 * 1024 * 1024;
 
 /// The hashing and writing stages of one transfer.
 pub struct Pipeline {
-    sender: tokio::sync::mpsc::Sender<Bytes>,
+    filling: Option<Buffer>,
+    to_hasher: mpsc::Sender<Buffer>,
+    empty: mpsc::Receiver<Buffer>,
     hashing: JoinHandle<(Sha256, io::Result<()>)>,
 }
 
@@ -29,23 +37,32 @@ impl Pipeline {
     /// Starts the stages: bytes will be added to `hasher` (which may already hold a
     /// staged prefix) and appended to `file`.
     pub fn start(file: std::fs::File, mut hasher: Sha256) -> io::Result<Pipeline> {
-        let (sender, mut received) = tokio::sync::mpsc::channel::<Bytes>(DEPTH);
-        let (to_writer, for_writer) = std::sync::mpsc::sync_channel::<Bytes>(DEPTH);
+        let (to_hasher, mut for_hasher) = mpsc::channel::<Buffer>(BUFFERS);
+        let (to_writer, for_writer) = std::sync::mpsc::sync_channel::<Buffer>(BUFFERS);
+        let (give_back, empty) = mpsc::channel::<Buffer>(BUFFERS);
+        for _ in 0..BUFFERS {
+            give_back
+                .try_send(Buffer::new())
+                .expect("the channel holds every buffer");
+        }
         let writer = std::thread::Builder::new()
             .name("tbot-write".into())
             .spawn(move || -> io::Result<()> {
                 let mut out = StagingWriter::new(file)?;
-                for chunk in for_writer {
-                    out.write(&chunk)?;
+                for mut buffer in for_writer {
+                    out.write(buffer.filled())?;
+                    buffer.len = 0;
+                    // Fails only once the receiving side has finished.
+                    let _ = give_back.blocking_send(buffer);
                 }
-                out.finish()
+                Ok(())
             })?;
         let hashing = std::thread::Builder::new()
             .name("tbot-hash".into())
             .spawn(move || {
-                while let Some(chunk) = received.blocking_recv() {
-                    hasher.update(&chunk);
-                    if to_writer.send(chunk).is_err() {
+                while let Some(buffer) = for_hasher.blocking_recv() {
+                    hasher.update(buffer.filled());
+                    if to_writer.send(buffer).is_err() {
                         break;
                     }
                 }
@@ -55,18 +72,43 @@ impl Pipeline {
                     .unwrap_or_else(|_| Err(io::Error::other("the writing thread stopped")));
                 (hasher, written)
             })?;
-        Ok(Pipeline { sender, hashing })
+        Ok(Pipeline {
+            filling: None,
+            to_hasher,
+            empty,
+            hashing,
+        })
     }
 
-    /// Hands a chunk on. `false` when the stages have stopped (a write failed); the
-    /// error comes from [`Pipeline::finish`].
-    pub async fn push(&self, chunk: Bytes) -> bool {
-        self.sender.send(chunk).await.is_ok()
+    /// Takes a copy of received bytes. `false` when the stages have stopped (a write
+    /// failed); the error comes from [`Pipeline::finish`].
+    pub async fn push(&mut self, mut bytes: &[u8]) -> bool {
+        while !bytes.is_empty() {
+            let mut buffer = match self.filling.take() {
+                Some(buffer) => buffer,
+                None => match self.empty.recv().await {
+                    Some(buffer) => buffer,
+                    None => return false,
+                },
+            };
+            let taken = buffer.fill_from(bytes);
+            bytes = &bytes[taken..];
+            if buffer.len < BUFFER_SIZE {
+                self.filling = Some(buffer);
+            } else if self.to_hasher.send(buffer).await.is_err() {
+                return false;
+            }
+        }
+        true
     }
 
-    /// Waits until every chunk is hashed and written; returns the hash.
-    pub async fn finish(self) -> io::Result<Sha256> {
-        drop(self.sender);
+    /// Waits until every byte is hashed and written; returns the hash.
+    pub async fn finish(mut self) -> io::Result<Sha256> {
+        if let Some(buffer) = self.filling.take().filter(|buffer| buffer.len > 0) {
+            // A failed send means the stages stopped; join says why.
+            let _ = self.to_hasher.send(buffer).await;
+        }
+        drop(self.to_hasher);
         let hashing = self.hashing;
         let (hasher, written) = tokio::task::spawn_blocking(move || hashing.join())
             .await
@@ -76,20 +118,45 @@ impl Pipeline {
     }
 }
 
-/// Alignment that direct I/O needs for buffers, file offsets and lengths.
-const ALIGN: usize = 4096;
-
-/// Writes a staging file in large aligned pieces. Where the file system allows it, the
-/// pieces go straight to disk (`O_DIRECT`), which on the virtual machines print shops
-/// run on is twice as fast as the page cache and leaves the final sync nothing to do;
-/// elsewhere the kernel is asked to start writing each few MiB at once, so the disk
-/// works while the network does.
-struct StagingWriter {
-    file: std::fs::File,
-    /// Holds `WRITE_BUFFER` aligned bytes starting at `start`.
+/// `BUFFER_SIZE` bytes aligned for direct I/O, of which the first `len` are in use.
+struct Buffer {
     storage: Vec<u8>,
     start: usize,
-    filled: usize,
+    len: usize,
+}
+
+impl Buffer {
+    fn new() -> Buffer {
+        let storage = vec![0u8; BUFFER_SIZE + ALIGN];
+        let start = storage.as_ptr().align_offset(ALIGN);
+        Buffer {
+            storage,
+            start,
+            len: 0,
+        }
+    }
+
+    /// Copies as much of `bytes` as fits; how much that was.
+    fn fill_from(&mut self, bytes: &[u8]) -> usize {
+        let taken = (BUFFER_SIZE - self.len).min(bytes.len());
+        let at = self.start + self.len;
+        self.storage[at..at + taken].copy_from_slice(&bytes[..taken]);
+        self.len += taken;
+        taken
+    }
+
+    fn filled(&self) -> &[u8] {
+        &self.storage[self.start..self.start + self.len]
+    }
+}
+
+/// Writes a staging file from aligned buffers. Where the file system allows it, they go
+/// straight to disk (`O_DIRECT`), which on the virtual machines print shops run on is
+/// twice as fast as the page cache and leaves the final sync nothing to do; elsewhere
+/// the kernel is asked to start writing each few MiB at once, so the disk works while
+/// the network does.
+struct StagingWriter {
+    file: std::fs::File,
     /// Where the next write lands in the file.
     position: u64,
     /// Everything before this has been handed to the disk (buffered writes).
@@ -101,57 +168,29 @@ impl StagingWriter {
     fn new(file: std::fs::File) -> io::Result<StagingWriter> {
         let position = file.metadata()?.len();
         let direct = position % ALIGN as u64 == 0 && set_direct(&file, true);
-        let storage = vec![0u8; WRITE_BUFFER + ALIGN];
-        let start = storage.as_ptr().align_offset(ALIGN);
         Ok(StagingWriter {
             file,
-            storage,
-            start,
-            filled: 0,
             position,
             handed_over: position,
             direct,
         })
     }
 
-    fn write(&mut self, mut bytes: &[u8]) -> io::Result<()> {
-        while !bytes.is_empty() {
-            let take = (WRITE_BUFFER - self.filled).min(bytes.len());
-            let at = self.start + self.filled;
-            self.storage[at..at + take].copy_from_slice(&bytes[..take]);
-            self.filled += take;
-            bytes = &bytes[take..];
-            if self.filled == WRITE_BUFFER {
-                self.write_out()?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Writes what is buffered; a last piece that is not aligned goes through the page
-    /// cache.
-    fn finish(mut self) -> io::Result<()> {
-        if self.direct && self.filled % ALIGN != 0 {
+    /// Appends one buffer's bytes. Only the last one can be short of a whole number
+    /// of blocks; it goes through the page cache.
+    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if self.direct && bytes.len() % ALIGN != 0 {
             self.direct = !set_direct(&self.file, false);
         }
-        if self.filled > 0 {
-            self.write_out()?;
-        }
-        Ok(())
-    }
-
-    fn write_out(&mut self) -> io::Result<()> {
-        let window = &self.storage[self.start..self.start + self.filled];
-        match self.file.write_all(window) {
+        match self.file.write_all(bytes) {
             // A file system that took O_DIRECT but refuses the write: fall back.
             Err(err) if self.direct && err.kind() == io::ErrorKind::InvalidInput => {
                 self.direct = !set_direct(&self.file, false);
-                self.file.write_all(window)?;
+                self.file.write_all(bytes)?;
             }
             written => written?,
         }
-        self.position += self.filled as u64;
-        self.filled = 0;
+        self.position += bytes.len() as u64;
         if !self.direct && self.position - self.handed_over >= WRITE_BEHIND {
             start_writeback(
                 &self.file,
@@ -201,3 +240,53 @@ fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
 
 #[cfg(not(target_os = "linux"))]
 fn start_writeback(_file: &std::fs::File, _offset: u64, _len: u64) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pushes `bytes` in pieces of `piece` bytes after `prefix`, already staged.
+    async fn stage(prefix: &[u8], bytes: &[u8], piece: usize) -> (Vec<u8>, Sha256) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("staged.part");
+        std::fs::write(&path, prefix).unwrap();
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        let mut pipeline = Pipeline::start(file, Sha256::new_with_prefix(prefix)).unwrap();
+        for chunk in bytes.chunks(piece) {
+            assert!(pipeline.push(chunk).await);
+        }
+        let hasher = pipeline.finish().await.unwrap();
+        (std::fs::read(&path).unwrap(), hasher)
+    }
+
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 31 % 251) as u8).collect()
+    }
+
+    #[tokio::test]
+    async fn stages_whole_buffers_and_a_short_last_one() {
+        let bytes = pattern(3 * BUFFER_SIZE + 12_345);
+        let (staged, hasher) = stage(&[], &bytes, 65_536).await;
+        assert!(
+            staged == bytes,
+            "the staged file differs from what was sent"
+        );
+        assert_eq!(hasher.finalize(), Sha256::digest(&bytes));
+    }
+
+    #[tokio::test]
+    async fn resumes_after_a_prefix_that_is_not_block_aligned() {
+        let prefix = pattern(ALIGN + 7);
+        let rest = pattern(BUFFER_SIZE + 1);
+        let (staged, hasher) = stage(&prefix, &rest, 7_919).await;
+        let whole = [prefix, rest].concat();
+        assert!(
+            staged == whole,
+            "the staged file differs from prefix and rest"
+        );
+        assert_eq!(hasher.finalize(), Sha256::digest(&whole));
+    }
+}

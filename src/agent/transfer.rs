@@ -147,7 +147,7 @@ async fn fetch_once(
         .map_err(local)?
         .into_std()
         .await;
-    let pipeline = Pipeline::start(staged_file, hasher).map_err(local)?;
+    let mut pipeline = Pipeline::start(staged_file, hasher).map_err(local)?;
     let mut received = offset;
     let mut recorded = offset;
     let broke_off = loop {
@@ -163,7 +163,7 @@ async fn fetch_once(
                 "the server sent more than the {size} bytes promised"
             )));
         }
-        if !pipeline.push(chunk).await {
+        if !pipeline.push(&chunk).await {
             break None;
         }
         if received - recorded >= PROGRESS_EVERY {
