@@ -10,6 +10,7 @@ pub mod journal;
 pub mod pickup;
 pub mod pipeline;
 pub mod reporter;
+pub mod stream_copy;
 pub mod transfer;
 
 use std::collections::{HashMap, HashSet};

@@ -11,6 +11,8 @@ use std::thread::JoinHandle;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
+use super::stream_copy::copy_streaming;
+
 /// Buffers going round: one filling, one hashing, one writing and one spare.
 const BUFFERS: usize = 4;
 
@@ -140,7 +142,7 @@ impl Buffer {
     fn fill_from(&mut self, bytes: &[u8]) -> usize {
         let taken = (BUFFER_SIZE - self.len).min(bytes.len());
         let at = self.start + self.len;
-        self.storage[at..at + taken].copy_from_slice(&bytes[..taken]);
+        copy_streaming(&mut self.storage[at..at + taken], &bytes[..taken]);
         self.len += taken;
         taken
     }
