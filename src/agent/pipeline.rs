@@ -13,7 +13,8 @@ use tokio::sync::mpsc;
 
 use super::stream_copy::copy_streaming;
 
-/// Buffers going round: one filling, one hashing, one writing and one spare.
+/// Most buffers going round: one filling, one hashing, one writing and one spare. A
+/// small file needs only one, so they are made as needed.
 const BUFFERS: usize = 4;
 
 /// Size of each buffer, and so of the writes to the staging file. Larger direct writes
@@ -32,6 +33,7 @@ pub struct Pipeline {
     filling: Option<Buffer>,
     to_hasher: mpsc::Sender<Buffer>,
     empty: mpsc::Receiver<Buffer>,
+    made: usize,
     hashing: JoinHandle<(Sha256, io::Result<()>)>,
 }
 
@@ -42,11 +44,6 @@ impl Pipeline {
         let (to_hasher, mut for_hasher) = mpsc::channel::<Buffer>(BUFFERS);
         let (to_writer, for_writer) = std::sync::mpsc::sync_channel::<Buffer>(BUFFERS);
         let (give_back, empty) = mpsc::channel::<Buffer>(BUFFERS);
-        for _ in 0..BUFFERS {
-            give_back
-                .try_send(Buffer::new())
-                .expect("the channel holds every buffer");
-        }
         let writer = std::thread::Builder::new()
             .name("tbot-write".into())
             .spawn(move || -> io::Result<()> {
@@ -78,6 +75,7 @@ impl Pipeline {
             filling: None,
             to_hasher,
             empty,
+            made: 0,
             hashing,
         })
     }
@@ -88,7 +86,7 @@ impl Pipeline {
         while !bytes.is_empty() {
             let mut buffer = match self.filling.take() {
                 Some(buffer) => buffer,
-                None => match self.empty.recv().await {
+                None => match self.next_empty().await {
                     Some(buffer) => buffer,
                     None => return false,
                 },
@@ -102,6 +100,19 @@ impl Pipeline {
             }
         }
         true
+    }
+
+    /// A buffer to fill: one given back, else a new one while fewer than `BUFFERS`
+    /// exist, else the next given back. `None` when the stages have stopped.
+    async fn next_empty(&mut self) -> Option<Buffer> {
+        if let Ok(buffer) = self.empty.try_recv() {
+            return Some(buffer);
+        }
+        if self.made < BUFFERS {
+            self.made += 1;
+            return Some(Buffer::new());
+        }
+        self.empty.recv().await
     }
 
     /// Waits until every byte is hashed and written; returns the hash.
