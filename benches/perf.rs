@@ -490,8 +490,10 @@ async fn idle() {
 async fn many_jobs() {
     const COUNT: usize = 2000;
     let server = start_server(|_| {}).await;
-    println!("| concurrency | deliveries | seconds | deliveries/s | most leased at once | agent CPU (s) |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "| concurrency | deliveries | seconds | deliveries/s | most leased at once | agent CPU (s) | requests | connections |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
     for concurrency in [4, 16] {
         let agent = Agent::start(&server.url(), &["press"], "5m", concurrency);
         agent.wait_ready(&server, &["press"]).await;
@@ -508,6 +510,7 @@ async fn many_jobs() {
             .collect();
         let batch: BTreeSet<&String> = jobs.iter().collect();
         let cpu_before = agent.cpu_seconds();
+        let requests_before = server.state.requests.all().len();
         let started = Instant::now();
         send(&server, &jobs);
         let mut most_leased = 0;
@@ -532,10 +535,15 @@ async fn many_jobs() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let seconds = started.elapsed().as_secs_f64();
+        let requests = server.state.requests.all();
+        let requests = &requests[requests_before..];
+        let connections: BTreeSet<&Option<String>> = requests.iter().map(|r| &r.client).collect();
         println!(
-            "| {concurrency} | {COUNT} | {seconds:.2} | {:.0} | {most_leased} | {:.2} |",
+            "| {concurrency} | {COUNT} | {seconds:.2} | {:.0} | {most_leased} | {:.2} | {} | {} |",
             COUNT as f64 / seconds,
-            agent.cpu_seconds() - cpu_before
+            agent.cpu_seconds() - cpu_before,
+            requests.len(),
+            connections.len()
         );
         assert_eq!(
             std::fs::read_dir(agent.hotfolder("press"))

@@ -96,6 +96,7 @@ impl MockServer {
         let shutdown = Shutdown::new();
         let stopped = shutdown.clone();
         let task = tokio::spawn(async move {
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             let served = axum::serve(listener, app)
                 .with_graceful_shutdown(async move { stopped.wait().await })
                 .await;

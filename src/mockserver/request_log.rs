@@ -1,10 +1,11 @@
 //! A record of the agent requests the mock server answered, so tests (and a person
 //! at `GET /api/v1/operator/requests`) can see what the agent asked for: which ranges
-//! it resumed from, how often it retried.
+//! it resumed from, how often it retried, over how many connections.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::Response;
@@ -23,6 +24,9 @@ pub struct RequestRecord {
     /// The `Range` header, when the agent asked for part of a file.
     pub range: Option<String>,
     pub status: u16,
+    /// The agent's address and port, which name the connection: requests that share
+    /// it came over one reused connection.
+    pub client: Option<String>,
 }
 
 /// The log itself.
@@ -57,12 +61,17 @@ pub async fn record(State(state): State<Arc<AppState>>, request: Request, next: 
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
         .map(String::from);
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(address)| address.to_string());
     let response = next.run(request).await;
     state.requests.push(RequestRecord {
         method,
         path,
         range,
         status: response.status().as_u16(),
+        client,
     });
     response
 }

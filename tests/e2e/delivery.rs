@@ -328,3 +328,36 @@ async fn a_file_on_another_host_is_fetched_without_the_token() {
     agent.stop().await;
     server.stop().await;
 }
+
+/// The agent keeps its connections to the job side open and reuses them: many
+/// deliveries' requests arrive over a handful of connections (the mock server records
+/// each request's client address and port), not one connection each.
+#[tokio::test]
+async fn many_deliveries_share_a_few_connections() {
+    let setup = OneQueue::start("").await;
+    const JOBS: u64 = 12;
+    for n in 0..JOBS {
+        let name = format!("Flyer {n}");
+        let file = format!("flyer{n}.pdf");
+        let bytes = sample_bytes(20_000, n);
+        send_file(&setup.owner, &name, "indigo-7900", &file, bytes).await;
+    }
+    let settled = wait_deliveries_settled(&setup.owner, &["completed"]).await;
+    assert_eq!(settled.len(), JOBS as usize);
+    let requests = requests(&setup.owner).await;
+    let connections: BTreeSet<&str> = requests
+        .iter()
+        .map(|r| r["client"].as_str().expect("each request names its client"))
+        .collect();
+    // Each delivery needs at least a file download and a report.
+    assert!(requests.len() >= 2 * JOBS as usize, "{requests:?}");
+    // Up to `concurrency` (4) transfers, the claim, the heartbeat and the reporter can
+    // each hold one at once.
+    assert!(
+        connections.len() <= 7,
+        "{} requests came over {} connections: {connections:?}",
+        requests.len(),
+        connections.len()
+    );
+    setup.stop().await;
+}
