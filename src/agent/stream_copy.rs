@@ -1,11 +1,12 @@
 //! Copying received bytes into the pipeline's buffers with non-temporal stores. The
 //! bytes are next read by the hashing thread on the other core and then by the disk,
 //! never again by the receiving thread, so pulling each line into this core's cache
-//! first (and taking it back from the other core's) is wasted work. On the print-floor
-//! machines measured, a 1 GiB file took 0.04 s of copying this way against 0.10 s with
-//! `copy_from_slice`, and `copy_from_slice` sometimes took 0.3 s: glibc's `rep movsb`
-//! is many times slower on AMD Zen when the destination lies a few bytes past the
-//! source modulo 4 KiB (glibc bug 30994).
+//! first (and taking it back from the other core's) is wasted work. Measured with one
+//! thread copying and another hashing, 1 GiB took 0.04 s of copying this way against
+//! 0.10 s with `copy_from_slice`. In the agent, `copy_from_slice` also made some runs
+//! spend 0.3 s copying; one cause found is that glibc's `rep movsb` is 15 times slower
+//! on AMD Zen when the destination lies 1 to 15 bytes past the source modulo 4 KiB
+//! (glibc bug 30994).
 
 /// Copies `from` into `into`, which must be as long.
 #[cfg(target_arch = "x86_64")]
