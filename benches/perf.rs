@@ -264,6 +264,25 @@ fn curl_seconds(url: &str, token: Option<&str>) -> f64 {
         .expect("curl time")
 }
 
+/// Seconds for `curl | openssl dgst -sha256`, the quickest way a shell script could
+/// fetch a file and verify it (Debian's `sha256sum` does not use the CPU's SHA
+/// extensions: 3 s per GiB here).
+fn curl_and_hash_seconds(url: &str, token: Option<&str>) -> f64 {
+    let auth = token.map(|token| format!("Authorization: Bearer {token}"));
+    let started = Instant::now();
+    let status = Command::new("sh")
+        .args([
+            "-c",
+            r#"curl -s ${AUTH:+-H "$AUTH"} "$URL" | openssl dgst -sha256 > /dev/null"#,
+        ])
+        .env("AUTH", auth.unwrap_or_default())
+        .env("URL", url)
+        .status()
+        .expect("sh runs curl and openssl");
+    assert!(status.success(), "curl | openssl failed");
+    started.elapsed().as_secs_f64()
+}
+
 /// A plain HTTP file server (Python's http.server) for the files of `dir`.
 struct PlainServer {
     child: Child,
@@ -347,18 +366,20 @@ async fn throughput() {
     std::fs::write(plain_dir.path().join("big.pdf"), &bytes).expect("write file");
     let plain = PlainServer::start(plain_dir.path());
     println!(
-        "| source | curl median (s) | tbot median (s) | ratio | tbot MB/s | tbot CPU median (s) | tbot peak RSS (MiB) |"
+        "| source | curl median (s) | curl \\| openssl sha256 median (s) | tbot median (s) | tbot / curl | tbot / curl \\| openssl | tbot MB/s | tbot CPU median (s) | tbot peak RSS (MiB) |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let mut curl_medians = Vec::new();
     for source in ["mock server", "plain HTTP server"] {
-        let (mut curl, mut agent, mut cpu, mut peak) = (Vec::new(), Vec::new(), Vec::new(), 0f64);
+        let (mut curl, mut curl_hash, mut agent, mut cpu, mut peak) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), 0f64);
         for run in 0..RUNS {
             let url = match source {
                 "mock server" => None,
                 _ => Some(format!("{}/big.pdf", plain.url)),
             };
-            // The baseline: curl fetching the same URL in the same run.
+            // The baselines: curl fetching the same URL in the same run, alone and
+            // with its bytes hashed.
             let probe_job = add_job(
                 &server,
                 "press",
@@ -377,17 +398,24 @@ async fn throughput() {
                     )
                 }
             };
-            curl.push(curl_seconds(&file_url, url.is_none().then_some(TOKEN)));
+            let token = url.is_none().then_some(TOKEN);
+            curl.push(curl_seconds(&file_url, token));
+            curl_hash.push(curl_and_hash_seconds(&file_url, token));
             let transfer = agent_transfer(&server, &bytes, url, run).await;
             agent.push(transfer.seconds);
             cpu.push(transfer.cpu_seconds);
             peak = peak.max(transfer.peak_mib);
         }
-        let (c, a) = (median(&mut curl), median(&mut agent));
+        let (c, h, a) = (
+            median(&mut curl),
+            median(&mut curl_hash),
+            median(&mut agent),
+        );
         curl_medians.push(c);
         println!(
-            "| {source} | {c:.3} | {a:.3} | {:.2}x | {:.0} | {:.2} | {peak:.1} |",
+            "| {source} | {c:.3} | {h:.3} | {a:.3} | {:.2}x | {:.2}x | {:.0} | {:.2} | {peak:.1} |",
             a / c,
+            a / h,
             size as f64 / a / 1e6,
             median(&mut cpu)
         );
