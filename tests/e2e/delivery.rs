@@ -361,3 +361,50 @@ async fn many_deliveries_share_a_few_connections() {
     );
     setup.stop().await;
 }
+
+/// `concurrency` bounds the deliveries in flight: with 2, six slow transfers never have
+/// more than two files staged at once, and do have two.
+#[tokio::test]
+async fn concurrency_bounds_the_deliveries_in_flight() {
+    let server = start_server(|_| {}).await;
+    let floor = Floor::new(&["indigo"]);
+    let config = agent_config_text(
+        &server.url(),
+        TOKEN,
+        &floor.path("state"),
+        &[("indigo-7900", "printer", &floor.path("indigo"))],
+        "",
+    )
+    .replace("concurrency = 4", "concurrency = 2");
+    let agent = RunningAgent::start(&config);
+    let owner = operator(&server, "owner");
+    wait_connected(&owner, &["indigo-7900"]).await;
+    // 256 KiB at 1 MiB/s: about a quarter of a second a file.
+    set_faults(&owner, json!({"bytes_per_second": 1024 * 1024})).await;
+    const JOBS: u64 = 6;
+    for n in 0..JOBS {
+        let name = format!("Poster {n}");
+        let file = format!("poster{n}.pdf");
+        send_file(
+            &owner,
+            &name,
+            "indigo-7900",
+            &file,
+            sample_bytes(256 * 1024, n),
+        )
+        .await;
+    }
+    let hotfolder = floor.path("indigo");
+    let most_staged = wait_until("every poster in the hotfolder", Duration::from_secs(30), {
+        let mut most = 0;
+        move || {
+            most = most.max(staged_files(&hotfolder).len());
+            let done = visible_files(&hotfolder).len() == JOBS as usize;
+            std::future::ready(done.then_some(most))
+        }
+    })
+    .await;
+    assert_eq!(most_staged, 2, "files staged at once, with concurrency = 2");
+    agent.stop().await;
+    server.stop().await;
+}
