@@ -366,35 +366,21 @@ async fn many_deliveries_share_a_few_connections() {
 /// more than two files staged at once, and do have two.
 #[tokio::test]
 async fn concurrency_bounds_the_deliveries_in_flight() {
-    let server = start_server(|_| {}).await;
-    let floor = Floor::new(&["indigo"]);
-    let config = agent_config_text(
-        &server.url(),
-        TOKEN,
-        &floor.path("state"),
-        &[("indigo-7900", "printer", &floor.path("indigo"))],
-        "",
-    )
-    .replace("concurrency = 4", "concurrency = 2");
-    let agent = RunningAgent::start(&config);
-    let owner = operator(&server, "owner");
-    wait_connected(&owner, &["indigo-7900"]).await;
+    let setup = OneQueue::start_edited("", |config| {
+        config.replace("concurrency = 4", "concurrency = 2")
+    })
+    .await;
+    let owner = &setup.owner;
     // 256 KiB at 1 MiB/s: about a quarter of a second a file.
-    set_faults(&owner, json!({"bytes_per_second": 1024 * 1024})).await;
+    set_faults(owner, json!({"bytes_per_second": 1024 * 1024})).await;
     const JOBS: u64 = 6;
     for n in 0..JOBS {
         let name = format!("Poster {n}");
         let file = format!("poster{n}.pdf");
-        send_file(
-            &owner,
-            &name,
-            "indigo-7900",
-            &file,
-            sample_bytes(256 * 1024, n),
-        )
-        .await;
+        let bytes = sample_bytes(256 * 1024, n);
+        send_file(owner, &name, "indigo-7900", &file, bytes).await;
     }
-    let hotfolder = floor.path("indigo");
+    let hotfolder = setup.floor.path("indigo");
     let most_staged = wait_until("every poster in the hotfolder", Duration::from_secs(30), {
         let mut most = 0;
         move || {
@@ -405,6 +391,5 @@ async fn concurrency_bounds_the_deliveries_in_flight() {
     })
     .await;
     assert_eq!(most_staged, 2, "files staged at once, with concurrency = 2");
-    agent.stop().await;
-    server.stop().await;
+    setup.stop().await;
 }

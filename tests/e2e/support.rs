@@ -358,15 +358,24 @@ pub struct OneQueue {
 impl OneQueue {
     /// `extra_queue_keys` are added to the queue's table, such as `max_file_size = "1MiB"`.
     pub async fn start(extra_queue_keys: &str) -> OneQueue {
+        OneQueue::start_edited(extra_queue_keys, |config| config).await
+    }
+
+    /// Like [`OneQueue::start`], with the agent's configuration text passed through
+    /// `edit` first.
+    pub async fn start_edited(
+        extra_queue_keys: &str,
+        edit: impl FnOnce(String) -> String,
+    ) -> OneQueue {
         let server = start_server(|_| {}).await;
         let floor = Floor::new(&["indigo"]);
-        let config = agent_config_text(
+        let config = edit(agent_config_text(
             &server.url(),
             TOKEN,
             &floor.path("state"),
             &[("indigo-7900", "printer", &floor.path("indigo"))],
             extra_queue_keys,
-        );
+        ));
         let agent = RunningAgent::start(&config);
         let owner = operator(&server, "owner");
         wait_connected(&owner, &["indigo-7900"]).await;
