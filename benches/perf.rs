@@ -3,9 +3,9 @@
 //! Scenarios: `throughput` (1 GiB from the mock server and from a plain HTTP file
 //! server, against curl in the same run), `memory` (peak RSS for 100 MiB and 1 GiB),
 //! `latency` (a small job with `check_interval = "5m"`), `idle` (CPU and memory of an
-//! idle agent over `TBOT_BENCH_IDLE_SECONDS`, default 60), `many-jobs` (2,000 deliveries
-//! of 64 KiB) and `many-agents` (50 agents of 4 queues claiming at once). Without
-//! arguments, all of them. The agent runs as the built binary, the job side in this
+//! idle agent over `TBOT_BENCH_IDLE_SECONDS`, default 60), `separations` (one job of
+//! four 256 MiB files), `many-jobs` (2,000 deliveries of 64 KiB) and `many-agents`
+//! (50 agents of 4 queues claiming at once). Without arguments, all of them. The agent runs as the built binary, the job side in this
 //! process. Results are medians; ratios are against a baseline measured in the same run.
 
 use std::collections::{BTreeSet, HashMap};
@@ -34,6 +34,7 @@ fn main() {
         "memory",
         "latency",
         "idle",
+        "separations",
         "many-jobs",
         "many-agents",
     ];
@@ -48,6 +49,7 @@ fn main() {
                 "memory" => memory().await,
                 "latency" => latency().await,
                 "idle" => idle().await,
+                "separations" => separations().await,
                 "many-jobs" => many_jobs().await,
                 _ => many_agents().await,
             }
@@ -96,30 +98,45 @@ fn add_job(
     bytes: &Bytes,
     url: Option<String>,
 ) -> String {
-    let stored_file = StoredFile::new(bytes.clone());
-    let sha256 = stored_file.sha256.clone();
+    add_job_files(server, queue, name, &[(format!("{name}.pdf"), bytes, url)])
+}
+
+/// An approved job with several files, each stored on the mock server or, with a URL,
+/// somewhere else.
+fn add_job_files(
+    server: &MockServer,
+    queue: &str,
+    name: &str,
+    files: &[(String, &Bytes, Option<String>)],
+) -> String {
+    let stored: Vec<StoredFile> = files
+        .iter()
+        .map(|(_, bytes, _)| StoredFile::new((*bytes).clone()))
+        .collect();
     let now = server.state.clock.now();
     let mut model = server.state.model();
-    let location = url.map_or(FileLocation::Stored, FileLocation::External);
-    let stored = location == FileLocation::Stored;
+    let new_files = files
+        .iter()
+        .zip(&stored)
+        .map(|((file_name, bytes, url), stored)| NewFile {
+            name: file_name.clone(),
+            size: bytes.len() as i64,
+            sha256: stored.sha256.clone(),
+            location: url
+                .clone()
+                .map_or(FileLocation::Stored, FileLocation::External),
+        })
+        .collect();
     let job = model
-        .create_job(
-            name,
-            None,
-            vec![queue.to_string()],
-            vec![NewFile {
-                name: format!("{name}.pdf"),
-                size: bytes.len() as i64,
-                sha256,
-                location,
-            }],
-        )
+        .create_job(name, None, vec![queue.to_string()], new_files)
         .expect("job");
-    let (id, file_id) = (job.id.clone(), job.files[0].id.clone());
+    let (id, job_files) = (job.id.clone(), job.files.clone());
     model.approve(&id, now).expect("approve");
     drop(model);
-    if stored {
-        server.state.files.put(&file_id, stored_file);
+    for ((file, stored), (_, _, url)) in job_files.iter().zip(stored).zip(files) {
+        if url.is_none() {
+            server.state.files.put(&file.id, stored);
+        }
     }
     id
 }
@@ -435,6 +452,56 @@ async fn throughput() {
          curl median from the mock server and {:.2}x from the plain server.",
         hash / curl_medians[0],
         hash / curl_medians[1]
+    );
+    server.stop().await;
+}
+
+/// One CTP job of four 256 MiB separations, against curl fetching its four files one
+/// after another.
+async fn separations() {
+    const PLATE: usize = 256 * 1024 * 1024;
+    let server = start_server(|_| {}).await;
+    let plates: Vec<(String, Bytes)> = ["cyan", "magenta", "yellow", "black"]
+        .iter()
+        .zip(10..)
+        .map(|(colour, seed)| (format!("poster-{colour}.tif"), random_bytes(PLATE, seed)))
+        .collect();
+    println!(
+        "| files | curl one after another, median (s) | tbot median (s) | ratio | tbot MB/s | tbot peak RSS (MiB) |"
+    );
+    println!("|---|---|---|---|---|---|");
+    let (mut curl, mut agent, mut peak) = (Vec::new(), Vec::new(), 0f64);
+    for run in 0..RUNS {
+        let tbot = Agent::start(&server.url(), &["ctp"], "5m", 4);
+        tbot.wait_ready(&server, &["ctp"]).await;
+        let files: Vec<(String, &Bytes, Option<String>)> = plates
+            .iter()
+            .map(|(name, bytes)| (name.clone(), bytes, None))
+            .collect();
+        let job = add_job_files(&server, "ctp", &format!("poster{run}"), &files);
+        let urls: Vec<String> = server.state.model().jobs[&job]
+            .files
+            .iter()
+            .map(|file| format!("{}/api/v1/agent/files/{}", server.url(), file.id))
+            .collect();
+        curl.push(urls.iter().map(|url| curl_seconds(url, Some(TOKEN))).sum());
+        let started = Instant::now();
+        send(&server, std::slice::from_ref(&job));
+        for (name, _) in &plates {
+            wait_for_file(
+                &tbot.hotfolder("ctp").join(format!("{job}_{name}")),
+                started,
+            )
+            .await;
+        }
+        agent.push(started.elapsed().as_secs_f64());
+        peak = peak.max(tbot.status_kib("VmHWM") as f64 / 1024.0);
+    }
+    let (c, a) = (median(&mut curl), median(&mut agent));
+    println!(
+        "| 4 x 256 MiB | {c:.3} | {a:.3} | {:.2}x | {:.0} | {peak:.1} |",
+        a / c,
+        (4 * PLATE) as f64 / a / 1e6
     );
     server.stop().await;
 }
