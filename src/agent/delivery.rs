@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use backon::{ExponentialBuilder, Retryable};
 use serde_json::json;
 use time::OffsetDateTime;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tracing::{error, info, warn, Instrument};
 
 use super::check::{check, CheckedFile};
@@ -70,6 +70,8 @@ pub struct Worker {
     pub reports: Arc<Notify>,
     /// Deliveries being worked on in this process, so none runs twice at once.
     pub active: Mutex<HashSet<String>>,
+    /// One permit per file transfer at once: `concurrency`, shared by all deliveries.
+    pub transfer_slots: Semaphore,
 }
 
 /// Removes a delivery from the active set when its task ends, however it ends.
@@ -219,7 +221,10 @@ impl Worker {
 
     /// Transfer step: every file into its staging file, each verified, each retried a
     /// few times with back-off when the network or the bytes let it down. A transfer
-    /// that was interrupted continues from the staged bytes.
+    /// that was interrupted continues from the staged bytes. Files go side by side, each
+    /// in one of the agent's `concurrency` transfer slots, so a job of four separations
+    /// uses idle slots (and cores) instead of fetching its files one after another; the
+    /// first file that fails stops the others.
     async fn transfer_all(
         &self,
         delivery: &Delivery,
@@ -227,51 +232,68 @@ impl Worker {
         files: Vec<CheckedFile>,
         journaled: &[FileState],
     ) -> Result<Vec<Staged>, Outcome> {
-        let mut staged = Vec::with_capacity(files.len());
-        for (index, file) in files.into_iter().enumerate() {
-            let path = queue.hotfolder.staging_path(&delivery.id, index);
-            let started = Instant::now();
-            let mut progress = Progress {
-                journal: &self.journal,
-                delivery: &delivery.id,
-                index,
-                etag: journaled.get(index).and_then(|f| f.etag.clone()),
-            };
-            let progress = tokio::sync::Mutex::new(&mut progress);
-            let attempt = || async {
-                let mut progress = progress.lock().await;
-                fetch(&self.client, &queue.hotfolder, &file, &path, &mut progress).await
-            };
-            let result = attempt
-                .retry(self.transfer_retry.with_max_times(TRANSFER_ATTEMPTS - 1))
-                .when(|err| matches!(err, TransferError::Mismatch(_) | TransferError::Client(ClientError::Transient { .. })))
-                .notify(|err, delay| warn!(file = %file.name, "transfer failed, trying again in {delay:?}: {err}"))
-                .await;
-            match result {
-                Ok(verified) => {
-                    info!(file = %file.name, bytes = verified.size, seconds = started.elapsed().as_secs_f64(), "transferred and verified");
-                    staged.push(Staged {
-                        file,
-                        path,
-                        verified,
-                    });
-                }
-                Err(err) => {
-                    let reason = match &err {
-                        TransferError::Local(_) => format!("cannot stage {}: {err}", file.name),
-                        _ => format!(
-                            "{} failed after {TRANSFER_ATTEMPTS} attempts: {err}",
-                            file.name
-                        ),
-                    };
-                    return Err(Outcome::Failed {
-                        reason,
-                        retryable: true,
-                    });
-                }
+        let transfers = files.into_iter().enumerate().map(|(index, file)| {
+            let etag = journaled.get(index).and_then(|f| f.etag.clone());
+            self.transfer_one(delivery, queue, index, file, etag)
+        });
+        futures_util::future::try_join_all(transfers).await
+    }
+
+    /// One file of the transfer step, once a transfer slot is free.
+    async fn transfer_one(
+        &self,
+        delivery: &Delivery,
+        queue: &Queue,
+        index: usize,
+        file: CheckedFile,
+        etag: Option<String>,
+    ) -> Result<Staged, Outcome> {
+        let _slot = self
+            .transfer_slots
+            .acquire()
+            .await
+            .map_err(|_| Outcome::Stopped)?;
+        let path = queue.hotfolder.staging_path(&delivery.id, index);
+        let started = Instant::now();
+        let mut progress = Progress {
+            journal: &self.journal,
+            delivery: &delivery.id,
+            index,
+            etag,
+        };
+        let progress = tokio::sync::Mutex::new(&mut progress);
+        let attempt = || async {
+            let mut progress = progress.lock().await;
+            fetch(&self.client, &queue.hotfolder, &file, &path, &mut progress).await
+        };
+        let result = attempt
+            .retry(self.transfer_retry.with_max_times(TRANSFER_ATTEMPTS - 1))
+            .when(|err| matches!(err, TransferError::Mismatch(_) | TransferError::Client(ClientError::Transient { .. })))
+            .notify(|err, delay| warn!(file = %file.name, "transfer failed, trying again in {delay:?}: {err}"))
+            .await;
+        match result {
+            Ok(verified) => {
+                info!(file = %file.name, bytes = verified.size, seconds = started.elapsed().as_secs_f64(), "transferred and verified");
+                Ok(Staged {
+                    file,
+                    path,
+                    verified,
+                })
+            }
+            Err(err) => {
+                let reason = match &err {
+                    TransferError::Local(_) => format!("cannot stage {}: {err}", file.name),
+                    _ => format!(
+                        "{} failed after {TRANSFER_ATTEMPTS} attempts: {err}",
+                        file.name
+                    ),
+                };
+                Err(Outcome::Failed {
+                    reason,
+                    retryable: true,
+                })
             }
         }
-        Ok(staged)
     }
 
     /// After a restart in the middle of a drop: the staged files were verified before

@@ -1,6 +1,6 @@
 //! The agent daemon (`tbot run`): announces its queues, checks for work, and keeps at
-//! most `concurrency` deliveries in flight, each carried through its steps by the
-//! [`delivery::Worker`].
+//! most `concurrency` deliveries, and as many file transfers, in flight, each delivery
+//! carried through its steps by the [`delivery::Worker`].
 
 pub mod check;
 pub mod client;
@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use backon::ExponentialBuilder;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{error, info, warn};
@@ -127,6 +127,7 @@ impl Agent {
             journal,
             reports,
             active: Mutex::new(HashSet::new()),
+            transfer_slots: Semaphore::new(config.agent.concurrency),
         });
         Ok(Agent {
             config,

@@ -363,7 +363,7 @@ async fn many_deliveries_share_a_few_connections() {
 }
 
 /// `concurrency` bounds the deliveries in flight: with 2, six slow transfers never have
-/// more than two files staged at once, and do have two.
+/// more than two files downloading at once, and do have two.
 #[tokio::test]
 async fn concurrency_bounds_the_deliveries_in_flight() {
     let setup = OneQueue::start_edited("", |config| {
@@ -381,15 +381,28 @@ async fn concurrency_bounds_the_deliveries_in_flight() {
         send_file(owner, &name, "indigo-7900", &file, bytes).await;
     }
     let hotfolder = setup.floor.path("indigo");
-    let most_staged = wait_until("every poster in the hotfolder", Duration::from_secs(30), {
-        let mut most = 0;
-        move || {
-            most = most.max(staged_files(&hotfolder).len());
-            let done = visible_files(&hotfolder).len() == JOBS as usize;
-            std::future::ready(done.then_some(most))
-        }
-    })
-    .await;
-    assert_eq!(most_staged, 2, "files staged at once, with concurrency = 2");
+    let most = most_downloading_until_visible(&hotfolder, 256 * 1024, JOBS as usize).await;
+    assert_eq!(most, 2, "files downloading at once, with concurrency = 2");
+    setup.stop().await;
+}
+
+/// The files of one delivery transfer side by side: a CTP job of three separations
+/// has all three downloading at once.
+#[tokio::test]
+async fn the_files_of_a_delivery_transfer_side_by_side() {
+    let setup = OneQueue::start("").await;
+    // 256 KiB at 1 MiB/s: about a quarter of a second a file.
+    set_faults(&setup.owner, json!({"bytes_per_second": 1024 * 1024})).await;
+    let plate = "x".repeat(256 * 1024);
+    let separations = json!([
+        {"name": "poster-cyan.tif", "content": plate},
+        {"name": "poster-magenta.tif", "content": plate},
+        {"name": "poster-yellow.tif", "content": plate},
+    ]);
+    let job = approved_job(&setup.owner, "Poster", None, &["indigo-7900"], separations).await;
+    setup.owner.send(&[job], None).await.expect("sent");
+    let hotfolder = setup.floor.path("indigo");
+    let most = most_downloading_until_visible(&hotfolder, 256 * 1024, 3).await;
+    assert_eq!(most, 3, "separations downloading at once");
     setup.stop().await;
 }

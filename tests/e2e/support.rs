@@ -129,6 +129,26 @@ pub fn staged_files(hotfolder: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Watches `hotfolder` until `count` files of `size` bytes are visible in it; the most
+/// files that were downloading at once meanwhile (staged, and not yet whole).
+pub async fn most_downloading_until_visible(hotfolder: &Path, size: u64, count: usize) -> usize {
+    let mut most = 0;
+    wait_until(
+        "the files in the hotfolder",
+        Duration::from_secs(30),
+        || {
+            let downloading = staged_files(hotfolder)
+                .iter()
+                .filter_map(|name| std::fs::metadata(hotfolder.join(".tbot").join(name)).ok())
+                .filter(|staged| staged.len() < size)
+                .count();
+            most = most.max(downloading);
+            std::future::ready((visible_files(hotfolder).len() == count).then_some(most))
+        },
+    )
+    .await
+}
+
 fn visible_files_in(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
         .map(|entries| {
