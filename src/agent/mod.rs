@@ -220,6 +220,7 @@ impl Agent {
             agent = %self.config.agent.name,
             server = %self.config.server.url,
             queues = self.config.queues.len(),
+            sha256_cpu_extensions = pipeline::sha256_uses_cpu_extensions(),
             "tbot agent starting"
         );
         let mut in_flight: JoinSet<Outcome> = JoinSet::new();

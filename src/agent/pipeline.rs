@@ -131,6 +131,27 @@ impl Pipeline {
     }
 }
 
+/// Whether SHA-256 runs on the CPU's SHA extensions here, as the `sha2` crate decides
+/// it, for the start-up log: without them hashing takes several times as long and may
+/// be what limits a transfer.
+pub fn sha256_uses_cpu_extensions() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("sha")
+            && std::arch::is_x86_feature_detected!("sse2")
+            && std::arch::is_x86_feature_detected!("ssse3")
+            && std::arch::is_x86_feature_detected!("sse4.1")
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        std::arch::is_aarch64_feature_detected!("sha2")
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        false
+    }
+}
+
 /// `BUFFER_SIZE` bytes aligned for direct I/O, of which the first `len` are in use.
 struct Buffer {
     storage: Vec<u8>,
