@@ -70,6 +70,10 @@ struct MockServerArgs {
     /// A TOML file with agents, users and rules (see docs/api.md).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Keep jobs, deliveries and files in this folder, so a restart loses nothing
+    /// (default: in memory only).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
     /// Accept this agent token (repeat for more agents).
     #[arg(
         long = "agent-token",
@@ -344,6 +348,7 @@ async fn mock_server(args: MockServerArgs) -> anyhow::Result<()> {
     if !args.users.is_empty() {
         settings.users = args.users;
     }
+    settings.state_dir = args.state_dir;
     settings.model.apply(&SettingsChange {
         autosend: args.autosend.then_some(true),
         hold_claims: None,

@@ -10,6 +10,7 @@ mod file_store;
 pub mod model;
 mod operator_api;
 mod request_log;
+mod saved_work;
 mod settings;
 
 use std::collections::HashMap;
@@ -29,6 +30,7 @@ pub use settings::{AgentToken, MockSettings, UserEntry};
 
 use crate::shutdown::Shutdown;
 use model::Model;
+use saved_work::SavedWork;
 
 /// Everything the request handlers share.
 pub struct AppState {
@@ -41,6 +43,8 @@ pub struct AppState {
     claimable: Notify,
     pub faults: FaultState,
     pub requests: RequestLog,
+    /// Where the work is kept, when the server was started with a state folder.
+    saved_work: Option<SavedWork>,
 }
 
 impl AppState {
@@ -79,9 +83,19 @@ impl MockServer {
                 .add_user(&user.name, &user.profile)
                 .map_err(|err| anyhow::anyhow!(err.message))?;
         }
+        let (files, saved_work) = match &settings.state_dir {
+            Some(dir) => {
+                let saved_work = SavedWork::new(dir);
+                if let Some(saved) = saved_work.load()? {
+                    model.restore_work(saved);
+                }
+                (FileStore::saved_in(&dir.join("files"))?, Some(saved_work))
+            }
+            None => (FileStore::default(), None),
+        };
         let state = Arc::new(AppState {
             model: Mutex::new(model),
-            files: FileStore::default(),
+            files,
             clock: Clock::default(),
             agent_tokens: settings
                 .agents
@@ -91,6 +105,7 @@ impl MockServer {
             claimable: Notify::new(),
             faults: FaultState::new(settings.faults.clone()),
             requests: RequestLog::default(),
+            saved_work,
         });
         let app = router(state.clone());
         let shutdown = Shutdown::new();
@@ -137,5 +152,9 @@ fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .merge(agent)
         .merge(operator_api::routes())
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            saved_work::save_after_change,
+        ))
         .with_state(state)
 }

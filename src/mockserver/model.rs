@@ -79,7 +79,7 @@ impl Settings {
 }
 
 /// The states a job goes through on the job side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     InProgress,
@@ -140,7 +140,7 @@ pub fn default_profiles() -> BTreeMap<String, Profile> {
 }
 
 /// Where a job file's bytes are: on this server, or behind an absolute URL elsewhere.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "url")]
 pub enum FileLocation {
     Stored,
@@ -148,7 +148,7 @@ pub enum FileLocation {
 }
 
 /// One production file of a job.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobFile {
     pub id: String,
     pub name: String,
@@ -158,7 +158,7 @@ pub struct JobFile {
 }
 
 /// A job: one printable item of an order.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Job {
     pub id: String,
     pub name: String,
@@ -175,7 +175,7 @@ pub struct Job {
 }
 
 /// An order: a customer's purchase of one or more jobs.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Order {
     pub number: String,
     /// Queues chosen in the order's configuration, preselected for its jobs.
@@ -184,7 +184,7 @@ pub struct Order {
 }
 
 /// Where a delivery is in its life on the server.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "state")]
 pub enum DeliveryState {
     Pending {
@@ -207,7 +207,7 @@ pub enum DeliveryState {
 }
 
 /// What an agent told the server about a dropped file afterwards.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RecordedEvent {
     pub event: FileEvent,
     #[serde(with = "time::serde::rfc3339")]
@@ -216,7 +216,7 @@ pub struct RecordedEvent {
 }
 
 /// One job's files going to one queue, once.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Delivery {
     pub id: String,
     pub job: String,
@@ -232,7 +232,7 @@ pub struct Delivery {
 }
 
 /// A queue as the server knows it from heartbeats.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Queue {
     pub name: String,
     pub kind: QueueKind,
@@ -296,12 +296,17 @@ pub struct NewFile {
     pub location: FileLocation,
 }
 
-/// The whole state of the job side.
-#[derive(Debug, Default)]
+/// The whole state of the job side. What is serialized is the work (orders, jobs,
+/// deliveries, queues and the next ids), which a restarted server can take back with
+/// [`Model::restore_work`]; settings, profiles and users come from start-up.
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Model {
+    #[serde(skip)]
     pub settings: Settings,
+    #[serde(skip)]
     pub profiles: BTreeMap<String, Profile>,
     /// User name to profile name.
+    #[serde(skip)]
     pub users: BTreeMap<String, String>,
     pub orders: BTreeMap<String, Order>,
     pub jobs: BTreeMap<String, Job>,
@@ -324,6 +329,16 @@ impl Model {
             next_delivery: 1,
             ..Model::default()
         }
+    }
+
+    /// Takes the work of a saved model, keeping this one's settings, profiles and users.
+    pub fn restore_work(&mut self, saved: Model) {
+        *self = Model {
+            settings: std::mem::take(&mut self.settings),
+            profiles: std::mem::take(&mut self.profiles),
+            users: std::mem::take(&mut self.users),
+            ..saved
+        };
     }
 
     /// Adds a user with a profile; the profile must exist.

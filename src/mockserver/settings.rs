@@ -1,7 +1,7 @@
 //! What the mock server is started with: agent tokens, users and rules, from flags or a
 //! small TOML file (see `docs/api.md`, "Starting the mock server").
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde::Deserialize;
@@ -32,6 +32,9 @@ pub struct MockSettings {
     pub agents: Vec<AgentToken>,
     pub users: Vec<UserEntry>,
     pub faults: Faults,
+    /// Keep the work (jobs, deliveries, files) in this folder across restarts, rather
+    /// than in memory only.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for MockSettings {
@@ -52,6 +55,7 @@ impl Default for MockSettings {
                 },
             ],
             faults: Faults::default(),
+            state_dir: None,
         }
     }
 }

@@ -402,3 +402,76 @@ async fn leases_expire_and_the_delivery_is_handed_out_again() {
     assert_eq!(body["error"]["code"], json!("unauthorized"));
     server.stop().await;
 }
+
+/// Started with a state folder, the job side carries on after a restart: the delivery
+/// it completed is still completed, an approved job and its uploaded file are still
+/// there, and that job, sent after the restart, reaches the hotfolder verified.
+#[tokio::test]
+async fn with_a_state_folder_the_job_side_survives_a_restart() {
+    let saved = tempfile::tempdir().expect("state folder");
+    let keep = |settings: &mut tbot::mockserver::MockSettings| {
+        settings.state_dir = Some(saved.path().to_path_buf());
+    };
+    let server = start_server(keep).await;
+    let floor = Floor::new(&["indigo"]);
+    let config = agent_config_text(
+        &server.url(),
+        TOKEN,
+        &floor.path("state"),
+        &[("indigo-7900", "printer", &floor.path("indigo"))],
+        "",
+    );
+    let agent = RunningAgent::start(&config);
+    let owner = operator(&server, "owner");
+    wait_connected(&owner, &["indigo-7900"]).await;
+    let cards = sample_bytes(100_000, 1);
+    send_file(&owner, "Cards", "indigo-7900", "cards.pdf", cards).await;
+    wait_deliveries_settled(&owner, &["completed"]).await;
+    let flyer = owner
+        .create_job("Flyer", None, &["indigo-7900".to_string()])
+        .await
+        .expect("job");
+    let flyer_bytes = sample_bytes(50_000, 2);
+    owner
+        .upload(&flyer, "flyer.pdf", flyer_bytes.clone())
+        .await
+        .expect("upload");
+    owner
+        .post(&format!("/jobs/{flyer}/approve"), json!({}))
+        .await
+        .expect("approve");
+    agent.stop().await;
+    let address = server.addr;
+    server.stop().await;
+
+    let server = start_server_at(address, keep).await;
+    let owner = operator(&server, "owner");
+    let before = deliveries(&owner).await;
+    assert_eq!(before.len(), 1, "{before:?}");
+    assert_eq!(before[0]["state"], json!("completed"), "{before:?}");
+    assert_eq!(state(&owner, &flyer).await, json!("approved"));
+    let agent = RunningAgent::start(&config);
+    wait_connected(&owner, &["indigo-7900"]).await;
+    let sent = owner
+        .send(std::slice::from_ref(&flyer), None)
+        .await
+        .expect("send");
+    assert_eq!(sent["results"][0]["ok"], json!(true), "{sent}");
+    let hotfolder = floor.path("indigo");
+    let dropped = wait_until(
+        "the flyer in the hotfolder",
+        Duration::from_secs(30),
+        || {
+            let flyer = format!("{flyer}_flyer.pdf");
+            let found = visible_files(&hotfolder).contains(&flyer);
+            std::future::ready(found.then(|| hotfolder.join(flyer)))
+        },
+    )
+    .await;
+    assert_eq!(
+        sha256_file(&dropped),
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&flyer_bytes))
+    );
+    agent.stop().await;
+    server.stop().await;
+}

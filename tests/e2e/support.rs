@@ -21,12 +21,20 @@ pub const TOKEN_2: &str = "floor-token-2";
 
 /// A mock server with two agent tokens and the default users.
 pub async fn start_server(configure: impl FnOnce(&mut MockSettings)) -> MockServer {
+    start_server_at(SocketAddr::from(([127, 0, 0, 1], 0)), configure).await
+}
+
+/// Like [`start_server`], on a given address (to start a server again where it was).
+pub async fn start_server_at(
+    listen: SocketAddr,
+    configure: impl FnOnce(&mut MockSettings),
+) -> MockServer {
     let mut settings = MockSettings::default();
     settings.add_agent_token(TOKEN);
     settings.add_agent_token(TOKEN_2);
     settings.model.retry_hold = Duration::from_millis(200);
     configure(&mut settings);
-    MockServer::start(settings, SocketAddr::from(([127, 0, 0, 1], 0)))
+    MockServer::start(settings, listen)
         .await
         .expect("mock server starts")
 }
