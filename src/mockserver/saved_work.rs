@@ -97,6 +97,45 @@ mod tests {
     }
 
     #[test]
+    fn every_delivery_state_reads_back() {
+        use super::super::model::{Delivery, DeliveryState};
+        let at = time::OffsetDateTime::from_unix_timestamp(1_795_000_000).unwrap();
+        let agent = || "floor-1".to_string();
+        for state in [
+            DeliveryState::Pending { not_before: None },
+            DeliveryState::Pending {
+                not_before: Some(at),
+            },
+            DeliveryState::Leased {
+                agent: agent(),
+                expires_at: at,
+            },
+            DeliveryState::Completed {
+                agent: agent(),
+                files: vec![],
+            },
+            DeliveryState::Failed {
+                agent: agent(),
+                reason: "hotfolder missing".into(),
+            },
+        ] {
+            let delivery = Delivery {
+                id: "D-1".into(),
+                job: "J-1001".into(),
+                queue: "indigo".into(),
+                send_count: 1,
+                state: state.clone(),
+                leases: 1,
+                last_failure: None,
+                events: vec![],
+            };
+            let saved = serde_json::to_string(&delivery).unwrap();
+            let read: Delivery = serde_json::from_str(&saved).unwrap();
+            assert_eq!(read.state, state, "{saved}");
+        }
+    }
+
+    #[test]
     fn no_work_file_is_a_fresh_start() {
         let dir = tempfile::tempdir().unwrap();
         assert!(SavedWork::new(dir.path()).load().unwrap().is_none());
