@@ -176,13 +176,7 @@ async fn a_delivery_with_a_missing_field_is_failed_by_id() {
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let floor = Floor::new(&["indigo"]);
-    let agent = RunningAgent::start(&agent_config_text(
-        &url,
-        TOKEN,
-        &floor.path("state"),
-        &[("indigo-7900", "printer", &floor.path("indigo"))],
-        "",
-    ));
+    let agent = RunningAgent::start(&one_queue_config(&url, &floor, ""));
     let (id, body) = wait_until(
         "the malformed delivery to be failed",
         Duration::from_secs(10),

@@ -205,17 +205,7 @@ async fn sigterm_stops_the_agent_cleanly_mid_transfer() {
     let server = start_server(|_| {}).await;
     let floor = Floor::new(&["indigo"]);
     let config_path = floor.path("tbot.toml");
-    std::fs::write(
-        &config_path,
-        agent_config_text(
-            &server.url(),
-            TOKEN,
-            &floor.path("state"),
-            &[("indigo-7900", "printer", &floor.path("indigo"))],
-            "",
-        ),
-    )
-    .unwrap();
+    std::fs::write(&config_path, one_queue_config(&server.url(), &floor, "")).unwrap();
     let child = Command::new(TBOT)
         .args(["run", "--config"])
         .arg(&config_path)

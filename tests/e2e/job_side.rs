@@ -414,13 +414,7 @@ async fn with_a_state_folder_the_job_side_survives_a_restart() {
     };
     let server = start_server(keep).await;
     let floor = Floor::new(&["indigo"]);
-    let config = agent_config_text(
-        &server.url(),
-        TOKEN,
-        &floor.path("state"),
-        &[("indigo-7900", "printer", &floor.path("indigo"))],
-        "",
-    );
+    let config = one_queue_config(&server.url(), &floor, "");
     let agent = RunningAgent::start(&config);
     let owner = operator(&server, "owner");
     wait_connected(&owner, &["indigo-7900"]).await;

@@ -9,14 +9,7 @@ use serde_json::json;
 use crate::support::*;
 
 fn config(server_url: &str, floor: &Floor, check_interval: &str) -> String {
-    agent_config_text(
-        server_url,
-        TOKEN,
-        &floor.path("state"),
-        &[("indigo-7900", "printer", &floor.path("indigo"))],
-        "",
-    )
-    .replace(
+    one_queue_config(server_url, floor, "").replace(
         "check_interval = \"200ms\"",
         &format!("check_interval = \"{check_interval}\""),
     )

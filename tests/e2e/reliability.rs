@@ -4,21 +4,26 @@
 use std::time::Duration;
 
 use serde_json::json;
+use tbot::mockserver::MockServer;
+use tbot::operator_client::OperatorClient;
 
 use crate::support::*;
 
-fn one_queue_config(server_url: &str, floor: &Floor, hotfolder: &str) -> String {
-    agent_config_text(
-        server_url,
-        TOKEN,
-        &floor.path("state"),
-        &[("indigo-7900", "printer", &floor.path(hotfolder))],
-        "",
-    )
+/// A mock server and the agent as a process serving `indigo-7900`, connected.
+async fn agent_process_on_one_queue() -> (MockServer, Floor, OperatorClient, AgentProcess) {
+    let server = start_server(|_| {}).await;
+    let floor = Floor::new(&["indigo"]);
+    let owner = operator(&server, "owner");
+    let agent = AgentProcess::start(
+        floor.dir.path(),
+        &one_queue_config(&server.url(), &floor, ""),
+    );
+    wait_connected(&owner, &["indigo-7900"]).await;
+    (server, floor, owner, agent)
 }
 
 /// Ranged requests that continued a file (`Range: bytes=N-` with N > 0, answered 206).
-async fn resumed_ranges(owner: &tbot::operator_client::OperatorClient) -> Vec<String> {
+async fn resumed_ranges(owner: &OperatorClient) -> Vec<String> {
     requests(owner)
         .await
         .iter()
@@ -206,7 +211,7 @@ async fn a_lost_lease_stops_the_delivery_and_drops_nothing() {
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let floor = Floor::new(&["indigo"]);
-    let agent = RunningAgent::start(&one_queue_config(&url, &floor, "indigo"));
+    let agent = RunningAgent::start(&one_queue_config(&url, &floor, ""));
     wait_until(
         "the lease to be renewed and refused",
         Duration::from_secs(10),
@@ -231,14 +236,7 @@ async fn a_lost_lease_stops_the_delivery_and_drops_nothing() {
 
 #[tokio::test]
 async fn sigkill_mid_transfer_resumes_after_restart_and_drops_once() {
-    let server = start_server(|_| {}).await;
-    let floor = Floor::new(&["indigo"]);
-    let owner = operator(&server, "owner");
-    let mut agent = AgentProcess::start(
-        floor.dir.path(),
-        &one_queue_config(&server.url(), &floor, "indigo"),
-    );
-    wait_connected(&owner, &["indigo-7900"]).await;
+    let (server, floor, owner, mut agent) = agent_process_on_one_queue().await;
     set_faults(&owner, json!({"bytes_per_second": 4 * 1024 * 1024})).await;
     let bytes = sample_bytes(6 * 1024 * 1024, 11);
     let job = send_file(
@@ -501,14 +499,7 @@ async fn a_full_disk_loses_nothing_and_the_queue_recovers() {
 
 #[tokio::test]
 async fn a_server_that_goes_down_and_comes_back_loses_no_report_and_floods_no_log() {
-    let server = start_server(|_| {}).await;
-    let floor = Floor::new(&["indigo"]);
-    let owner = operator(&server, "owner");
-    let mut agent = AgentProcess::start(
-        floor.dir.path(),
-        &one_queue_config(&server.url(), &floor, "indigo"),
-    );
-    wait_connected(&owner, &["indigo-7900"]).await;
+    let (server, floor, owner, mut agent) = agent_process_on_one_queue().await;
 
     // The file is on its way when the server goes down: the drop happens, the report
     // waits in the journal, and goes out when the server is back.
@@ -662,7 +653,7 @@ async fn a_delivery_handed_out_again_after_its_drop_is_reported_not_dropped_twic
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let floor = Floor::new(&["indigo"]);
-    let agent = RunningAgent::start(&one_queue_config(&url, &floor, "indigo"));
+    let agent = RunningAgent::start(&one_queue_config(&url, &floor, ""));
     let report = wait_until(
         "the complete report to arrive",
         Duration::from_secs(30),
@@ -691,12 +682,11 @@ async fn a_journal_belongs_to_one_job_side() {
     let first = start_server(|_| {}).await;
     let second = start_server(|_| {}).await;
     let floor = Floor::new(&["indigo"]);
-    let agent = RunningAgent::start(&one_queue_config(&first.url(), &floor, "indigo"));
+    let agent = RunningAgent::start(&one_queue_config(&first.url(), &floor, ""));
     agent.stop().await;
 
     let config =
-        tbot::config::Config::parse(&one_queue_config(&second.url(), &floor, "indigo"), None)
-            .unwrap();
+        tbot::config::Config::parse(&one_queue_config(&second.url(), &floor, ""), None).unwrap();
     let client = tbot::agent::client::JobSideClient::new(&config.server).unwrap();
     let refused = tbot::agent::Agent::with_client(config, client, tbot::shutdown::Shutdown::new())
         .err()

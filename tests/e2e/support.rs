@@ -373,6 +373,18 @@ pub async fn send_file(
     job
 }
 
+/// The configuration text of an agent serving the one queue `indigo-7900` from the
+/// hotfolder `indigo` of `floor`, with `extra_queue_keys` in the queue's table.
+pub fn one_queue_config(server_url: &str, floor: &Floor, extra_queue_keys: &str) -> String {
+    agent_config_text(
+        server_url,
+        TOKEN,
+        &floor.path("state"),
+        &[("indigo-7900", "printer", &floor.path("indigo"))],
+        extra_queue_keys,
+    )
+}
+
 /// The most common set-up: a mock server, an agent task serving the one queue
 /// `indigo-7900` from the hotfolder `indigo`, and the site owner's client, with the
 /// queue already connected.
@@ -397,13 +409,7 @@ impl OneQueue {
     ) -> OneQueue {
         let server = start_server(|_| {}).await;
         let floor = Floor::new(&["indigo"]);
-        let config = edit(agent_config_text(
-            &server.url(),
-            TOKEN,
-            &floor.path("state"),
-            &[("indigo-7900", "printer", &floor.path("indigo"))],
-            extra_queue_keys,
-        ));
+        let config = edit(one_queue_config(&server.url(), &floor, extra_queue_keys));
         let agent = RunningAgent::start(&config);
         let owner = operator(&server, "owner");
         wait_connected(&owner, &["indigo-7900"]).await;
