@@ -89,6 +89,7 @@ async fn claim(
     };
     let deadline = tokio::time::Instant::now() + wait;
     let max = usize::try_from(request.max).unwrap_or(usize::MAX);
+    let _held = (!wait.is_zero()).then(|| state.requests.hold_claim());
     loop {
         let woken = state.claimable.notified();
         tokio::pin!(woken);

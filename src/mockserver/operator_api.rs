@@ -465,7 +465,10 @@ async fn set_faults(
 }
 
 async fn list_requests(State(state): State<Arc<AppState>>) -> Json<Value> {
-    Json(json!({ "requests": state.requests.all() }))
+    Json(json!({
+        "requests": state.requests.all(),
+        "held_claims": state.requests.held_claims(),
+    }))
 }
 
 async fn show_clock(State(state): State<Arc<AppState>>) -> Json<Value> {

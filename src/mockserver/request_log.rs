@@ -3,6 +3,7 @@
 //! it resumed from, how often it retried, over how many connections.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{ConnectInfo, Request, State};
@@ -33,6 +34,20 @@ pub struct RequestRecord {
 #[derive(Debug, Default)]
 pub struct RequestLog {
     records: Mutex<Vec<RequestRecord>>,
+    /// Claims open right now that may be held until work comes (long polling): a
+    /// request is only logged once answered, and a test must know one is waiting.
+    held_claims: AtomicUsize,
+}
+
+/// Counts a claim as held open while it lives.
+pub struct HeldClaim<'a> {
+    log: &'a RequestLog,
+}
+
+impl Drop for HeldClaim<'_> {
+    fn drop(&mut self) {
+        self.log.held_claims.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl RequestLog {
@@ -42,6 +57,17 @@ impl RequestLog {
             records.drain(..KEEP / 10);
         }
         records.push(record);
+    }
+
+    /// Counts a claim that may be held as open until the value is dropped.
+    pub fn hold_claim(&self) -> HeldClaim<'_> {
+        self.held_claims.fetch_add(1, Ordering::SeqCst);
+        HeldClaim { log: self }
+    }
+
+    /// How many claims are open now, waiting for work.
+    pub fn held_claims(&self) -> usize {
+        self.held_claims.load(Ordering::SeqCst)
     }
 
     pub fn all(&self) -> Vec<RequestRecord> {
