@@ -29,6 +29,9 @@ pub struct Config {
     pub agent: AgentConfig,
     pub log: LogConfig,
     pub queues: Vec<QueueConfig>,
+    /// What is allowed but unwise (a token others can read, plain http over a
+    /// network), for `check-config` and the start-up log.
+    pub warnings: Vec<String>,
 }
 
 /// How to reach the job side.
@@ -36,6 +39,8 @@ pub struct Config {
 pub struct ServerConfig {
     pub url: Url,
     pub token: Secret,
+    /// Where the token was read from, when it came from a file.
+    pub token_file: Option<PathBuf>,
     pub check_interval: Duration,
     pub heartbeat_interval: Duration,
     /// How long the server may hold a claim open waiting for work; zero turns long
@@ -90,6 +95,12 @@ impl Secret {
     /// The token itself, for the `Authorization` header and nothing else.
     pub fn expose(&self) -> &str {
         &self.0
+    }
+
+    /// `text` with the token blotted out, for text that may echo it (a server's error
+    /// message, a log line).
+    pub fn redact(&self, text: &str) -> String {
+        text.replace(&self.0, "***")
     }
 }
 
@@ -255,16 +266,41 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .map_err(|err| fail(format!("cannot read the file: {err}")))?;
         let env_token = std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty());
-        Config::parse(&text, env_token).map_err(|problems| ConfigError {
+        let mut config = Config::parse(&text, env_token).map_err(|problems| ConfigError {
             path: path.to_path_buf(),
             problems,
-        })
+        })?;
+        if let Some(file) = &config.server.token_file {
+            if readable_by_others(file) {
+                config.warnings.push(format!(
+                    "server.token_file {} can be read by every user of this machine: \
+                     chmod o-r it (tbot only needs its own user or group to read it)",
+                    file.display()
+                ));
+            }
+        } else if std::env::var_os(TOKEN_ENV).is_none() && readable_by_others(path) {
+            config.warnings.push(format!(
+                "{} holds server.token and can be read by every user of this machine: chmod o-r it",
+                path.display()
+            ));
+        }
+        Ok(config)
     }
 
     /// Parses and validates configuration text; `env_token` overrides the file's token.
     pub fn parse(text: &str, env_token: Option<String>) -> Result<Config, Vec<String>> {
+        let secrets = server_table_secrets(text);
+        let redact = |problem: String| {
+            secrets.iter().fold(problem, |problem, secret| {
+                problem.replace(secret.as_str(), "***")
+            })
+        };
         let raw: RawConfig =
-            toml::from_str(text).map_err(|err| vec![syntax_problem(text, &err)])?;
+            toml::from_str(text).map_err(|err| vec![redact(syntax_problem(text, &err))])?;
+        Config::check(raw, env_token).map_err(|problems| problems.into_iter().map(redact).collect())
+    }
+
+    fn check(raw: RawConfig, env_token: Option<String>) -> Result<Config, Vec<String>> {
         let mut problems = Vec::new();
 
         let url = check_url(&raw.server.url)
@@ -300,11 +336,16 @@ impl Config {
         }
         let queues = check_queues(&raw.queue, &mut problems);
 
+        if let Some(token) = &token {
+            problems = problems.iter().map(|p| token.redact(p)).collect();
+        }
         match (url, token) {
             (Some(url), Some(token)) if problems.is_empty() => Ok(Config {
+                warnings: plain_http_warning(&url).into_iter().collect(),
                 server: ServerConfig {
                     url,
                     token,
+                    token_file: raw.server.token_file,
                     check_interval: raw.server.check_interval,
                     heartbeat_interval: raw.server.heartbeat_interval,
                     long_poll: raw.server.long_poll,
@@ -331,7 +372,8 @@ impl Config {
 }
 
 /// Turns a TOML error into one problem with its line, column and source line. A line
-/// that mentions the token is not quoted, so a secret never reaches a message.
+/// of the `[server]` table is never quoted: the token lives there, perhaps under a
+/// misspelt key or on a line broken by a typo.
 fn syntax_problem(text: &str, err: &toml::de::Error) -> String {
     let message = err.message().trim();
     let Some(span) = err.span() else {
@@ -341,11 +383,96 @@ fn syntax_problem(text: &str, err: &toml::de::Error) -> String {
     let line = before.matches('\n').count() + 1;
     let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
     let source = text.lines().nth(line - 1).unwrap_or("").trim();
-    if source.is_empty() || source.contains("token") {
-        format!("line {line}, column {column}: {message}")
-    } else {
-        format!("line {line}, column {column} (`{source}`): {message}")
+    let in_server = table_of_line(text, line - 1).is_none_or(|table| table == "server");
+    let key = source
+        .split_once('=')
+        .map(|(key, _)| key.trim())
+        .filter(|key| !key.is_empty() && !key.contains(['"', '\'']));
+    match key {
+        _ if source.is_empty() => format!("line {line}, column {column}: {message}"),
+        // The key alone, its value left out: it may be the token.
+        Some(key) if in_server => format!("line {line}, column {column} (`{key} = …`): {message}"),
+        _ if in_server => format!("line {line}, column {column}: {message}"),
+        _ => format!("line {line}, column {column} (`{source}`): {message}"),
     }
+}
+
+/// The table header in force at line `index` (0-based): `server` for `[server]`,
+/// `None` before any header.
+fn table_of_line(text: &str, index: usize) -> Option<String> {
+    text.lines()
+        .take(index + 1)
+        .filter_map(|line| {
+            let line = line.trim();
+            line.starts_with('[').then(|| {
+                line.trim_matches(|c| c == '[' || c == ']')
+                    .trim()
+                    .to_string()
+            })
+        })
+        .last()
+}
+
+/// Every quoted string in the `[server]` table that could be a secret: all but the
+/// first value of the keys known to hold none. Whatever the typo, they are blotted out
+/// of every message about the file.
+fn server_table_secrets(text: &str) -> Vec<String> {
+    const PLAIN_KEYS: [&str; 5] = [
+        "url",
+        "check_interval",
+        "heartbeat_interval",
+        "long_poll",
+        "token_file",
+    ];
+    let mut secrets = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        if table_of_line(text, index).as_deref() != Some("server") {
+            continue;
+        }
+        let key = line.split('=').next().unwrap_or("").trim();
+        let mut strings = line
+            .split(['"', '\''])
+            .skip(1)
+            .step_by(2)
+            .filter(|s| !s.is_empty());
+        if PLAIN_KEYS.contains(&key) {
+            strings.next();
+        }
+        secrets.extend(strings.map(String::from));
+    }
+    secrets
+}
+
+/// Whether users other than the owner and group may read `path`.
+fn readable_by_others(path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).is_ok_and(|meta| meta.permissions().mode() & 0o004 != 0)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        false
+    }
+}
+
+/// A warning for `http://` to a host that is not this machine: the token and the
+/// files would cross the network unencrypted.
+fn plain_http_warning(url: &Url) -> Option<String> {
+    let loopback = match url.host() {
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    (url.scheme() == "http" && !loopback).then(|| {
+        format!(
+            "server.url uses plain http to {}: the agent token and every file cross the network \
+             unencrypted; use https",
+            url.host_str().unwrap_or("")
+        )
+    })
 }
 
 /// A plain level, or a list of `target=level` directives for finer control.

@@ -1,18 +1,43 @@
 //! Log output through `tracing`: text for a person at a terminal or in the journal,
 //! JSON lines for a log collector.
+//!
+//! Much of what is logged comes from the server (ids, names, error messages) and from
+//! hotfolders, and is not to be trusted: a newline in it would forge a log line, an
+//! escape sequence would rewrite the terminal, a direction override would make a name
+//! read backwards. So every line passes through one writer that escapes such characters
+//! and blots out the agent token, whatever field it came in.
 
+use std::borrow::Cow;
+use std::io::{IsTerminal, Write};
+
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
+use crate::config::{LogFormat, Secret};
+use crate::naming::is_invisible;
 
-/// Installs the global log subscriber. `RUST_LOG`, when set, overrides `level`.
-pub fn init(level: &str, format: LogFormat) {
+/// Installs the global log subscriber. `RUST_LOG`, when set, overrides `level`. Colour
+/// only on a terminal, and never with `NO_COLOR` set.
+pub fn init(level: &str, format: LogFormat, secret: Option<&Secret>) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    let colour = format == LogFormat::Text
+        && std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
+    let writer = SafeStderr {
+        secret: secret.cloned(),
+        escape: match format {
+            LogFormat::Text => Escape::Text {
+                keep_colour: colour,
+            },
+            LogFormat::Json => Escape::Json,
+        },
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
+        .with_ansi(colour)
         .with_target(false);
     let installed = match format {
         LogFormat::Text => builder.try_init(),
@@ -24,4 +49,133 @@ pub fn init(level: &str, format: LogFormat) {
     };
     // A subscriber that is already installed (tests, the demo) is kept.
     drop(installed);
+}
+
+/// How untrusted characters are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Escape {
+    /// As Rust escapes (`\n`, `\u{202e}`); our own colour codes are kept when on.
+    Text { keep_colour: bool },
+    /// As JSON escapes inside a JSON line (`\u202e`); the encoder already escaped
+    /// control characters.
+    Json,
+}
+
+/// `text` with every control character (but a final newline), invisible and
+/// direction-changing character escaped, so it shows as what it is.
+pub fn printable(text: &str, escape: Escape) -> Cow<'_, str> {
+    let body = text.strip_suffix('\n').unwrap_or(text);
+    let unsafe_char = |c: char| c.is_control() || is_invisible(c);
+    if !body.chars().any(unsafe_char) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut rest = body;
+    while let Some(c) = rest.chars().next() {
+        if escape == (Escape::Text { keep_colour: true }) && c == '\u{1b}' {
+            if let Some(len) = colour_code_len(rest) {
+                out.push_str(&rest[..len]);
+                rest = &rest[len..];
+                continue;
+            }
+        }
+        if !unsafe_char(c) {
+            out.push(c);
+        } else if escape == Escape::Json {
+            for unit in c.encode_utf16(&mut [0; 2]) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        } else {
+            out.extend(c.escape_default());
+        }
+        rest = &rest[c.len_utf8()..];
+    }
+    if body.len() < text.len() {
+        out.push('\n');
+    }
+    Cow::Owned(out)
+}
+
+/// The length of the SGR colour sequence (`ESC [ digits ; ... m`) `text` starts with.
+fn colour_code_len(text: &str) -> Option<usize> {
+    let inner = text.strip_prefix("\u{1b}[")?;
+    let digits = inner
+        .bytes()
+        .take_while(|b| b.is_ascii_digit() || *b == b';')
+        .count();
+    (inner.as_bytes().get(digits) == Some(&b'm')).then_some(2 + digits + 1)
+}
+
+/// Standard error, one whole log line per write, made safe on the way.
+struct SafeStderr {
+    secret: Option<Secret>,
+    escape: Escape,
+}
+
+impl<'a> MakeWriter<'a> for SafeStderr {
+    type Writer = SafeLine<'a>;
+
+    fn make_writer(&'a self) -> SafeLine<'a> {
+        SafeLine {
+            target: self,
+            buffer: Vec::new(),
+        }
+    }
+}
+
+/// One log line being written; it goes out, made safe, when the writer is dropped.
+struct SafeLine<'a> {
+    target: &'a SafeStderr,
+    buffer: Vec<u8>,
+}
+
+impl Write for SafeLine<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for SafeLine<'_> {
+    fn drop(&mut self) {
+        let text = String::from_utf8_lossy(&self.buffer);
+        let text = match &self.target.secret {
+            Some(secret) => Cow::Owned(secret.redact(&text)),
+            None => text,
+        };
+        let line = printable(&text, self.target.escape);
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forged_lines_and_escapes_are_shown_as_text() {
+        let line = "claimed id=d-1\nINFO forged\u{1b}[2J\u{202e}fdp.exe\n";
+        assert_eq!(
+            printable(line, Escape::Text { keep_colour: false }),
+            "claimed id=d-1\\nINFO forged\\u{1b}[2J\\u{202e}fdp.exe\n"
+        );
+        assert_eq!(
+            printable(line, Escape::Json),
+            "claimed id=d-1\\u000aINFO forged\\u001b[2J\\u202efdp.exe\n"
+        );
+    }
+
+    #[test]
+    fn colour_codes_survive_only_when_colour_is_on() {
+        let line = "\u{1b}[32mINFO\u{1b}[0m ok\u{1b}[1A\n";
+        assert_eq!(
+            printable(line, Escape::Text { keep_colour: true }),
+            "\u{1b}[32mINFO\u{1b}[0m ok\\u{1b}[1A\n"
+        );
+        assert_eq!(printable("plain\n", Escape::Json), "plain\n");
+    }
 }

@@ -249,7 +249,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Mock(args) => mock(args).await.map(|()| ExitCode::SUCCESS),
         Command::Demo { dir } => {
             // The agent's steps are the show; the mock server's own lines would be noise.
-            tbot::logging::init("info,tbot::mockserver=warn", LogFormat::Text);
+            tbot::logging::init("info,tbot::mockserver=warn", LogFormat::Text, None);
             tbot::demo::run(&dir).await.map(|()| ExitCode::SUCCESS)
         }
     }
@@ -258,6 +258,9 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
 fn check_config(path: &Path) -> ExitCode {
     match Config::load(path) {
         Ok(config) => {
+            for warning in &config.warnings {
+                eprintln!("tbot: warning: {warning}");
+            }
             println!(
                 "{}: valid; agent {} serves {} queue(s) from {}",
                 path.display(),
@@ -299,30 +302,41 @@ async fn run_agent(path: &Path) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    tbot::logging::init(&config.log.level, config.log.format);
-    std::fs::create_dir_all(&config.agent.state_dir).with_context(|| {
-        format!(
-            "cannot create agent.state_dir {}",
-            config.agent.state_dir.display()
-        )
-    })?;
+    tbot::logging::init(
+        &config.log.level,
+        config.log.format,
+        Some(&config.server.token),
+    );
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
     let shutdown = Shutdown::new();
     stop_on_signals(shutdown.clone())?;
     Agent::new(config, shutdown)?.run().await?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Triggers `shutdown` on SIGTERM (systemd's stop) and SIGINT (Ctrl-C).
+/// Triggers `shutdown` on SIGTERM (systemd's stop) and SIGINT (Ctrl-C). SIGHUP
+/// (`systemctl reload`, a closed terminal) never stops tbot: reloading is not built yet,
+/// so it says that it re-read nothing and carries on.
 fn stop_on_signals(shutdown: Shutdown) -> anyhow::Result<()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
+        let mut hangup = signal(SignalKind::hangup())?;
         tokio::spawn(async move {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM received"),
-                _ = int.recv() => tracing::info!("SIGINT received"),
+            loop {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                    _ = int.recv() => tracing::info!("SIGINT received"),
+                    _ = hangup.recv() => {
+                        tracing::info!("SIGHUP received: this version cannot reload its configuration, so it re-read nothing and carries on; restart tbot to apply changes");
+                        continue;
+                    }
+                }
+                break;
             }
             shutdown.trigger();
         });
@@ -337,7 +351,7 @@ fn stop_on_signals(shutdown: Shutdown) -> anyhow::Result<()> {
 }
 
 async fn mock_server(args: MockServerArgs) -> anyhow::Result<()> {
-    tbot::logging::init("info", LogFormat::Text);
+    tbot::logging::init("info", LogFormat::Text, None);
     let mut settings = match &args.config {
         Some(path) => MockSettings::load(path)?,
         None => MockSettings::default(),

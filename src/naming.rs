@@ -5,14 +5,62 @@ use std::fmt;
 
 use crate::protocol::Delivery;
 
+use unicode_normalization::UnicodeNormalization;
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+
 /// Longest file name accepted from the server, in bytes of UTF-8.
 pub const MAX_NAME_BYTES: usize = 200;
 
+/// Bytes a clash suffix may add to a name (`_10000`), kept free below the file
+/// system's own limit so that a clash can always be named.
+pub(crate) const CLASH_ROOM: usize = 6;
+
 /// Device names Windows reserves in every folder, with or without an extension.
 const WINDOWS_RESERVED: &[&str] = &[
-    "CON", "PRN", "AUX", "NUL", "COM1", "COM2", "COM3", "COM4", "COM5", "COM6", "COM7", "COM8",
-    "COM9", "LPT1", "LPT2", "LPT3", "LPT4", "LPT5", "LPT6", "LPT7", "LPT8", "LPT9",
+    "CON",
+    "PRN",
+    "AUX",
+    "NUL",
+    "CONIN$",
+    "CONOUT$",
+    "COM0",
+    "COM1",
+    "COM2",
+    "COM3",
+    "COM4",
+    "COM5",
+    "COM6",
+    "COM7",
+    "COM8",
+    "COM9",
+    "COM\u{b9}",
+    "COM\u{b2}",
+    "COM\u{b3}",
+    "LPT0",
+    "LPT1",
+    "LPT2",
+    "LPT3",
+    "LPT4",
+    "LPT5",
+    "LPT6",
+    "LPT7",
+    "LPT8",
+    "LPT9",
+    "LPT\u{b9}",
+    "LPT\u{b2}",
+    "LPT\u{b3}",
 ];
+
+/// Characters that read as nothing or change how the rest reads: Unicode format
+/// characters (zero-width, direction overrides), line and paragraph separators.
+pub(crate) fn is_invisible(c: char) -> bool {
+    matches!(
+        c.general_category(),
+        GeneralCategory::Format
+            | GeneralCategory::LineSeparator
+            | GeneralCategory::ParagraphSeparator
+    )
+}
 
 /// Checks that `name` is one plain, visible file name (PROTOCOL.md, "Bad input").
 /// The error says what is wrong in words an operator can act on.
@@ -31,9 +79,20 @@ pub fn check_file_name(name: &str) -> Result<(), String> {
             "the file name {name:?} contains a control character"
         ));
     }
+    if let Some(c) = name.chars().find(|&c| is_invisible(c)) {
+        return Err(format!(
+            "the file name {name:?} contains the invisible or direction-changing character U+{:04X}",
+            u32::from(c)
+        ));
+    }
     if name.starts_with('.') {
         return Err(format!(
             "the file name {name:?} starts with a dot (hidden files are tbot's own)"
+        ));
+    }
+    if name.ends_with('.') || name.ends_with(' ') {
+        return Err(format!(
+            "the file name {name:?} ends with a dot or a space, which Windows shares drop"
         ));
     }
     if name.len() > MAX_NAME_BYTES {
@@ -52,6 +111,17 @@ pub fn check_file_name(name: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// What two names that one folder would hold as one file have in common: the same
+/// text after Unicode normalisation (NFC) and case folding, as on macOS and Windows
+/// shares.
+pub(crate) fn clash_key(name: &str) -> String {
+    name.nfc()
+        .collect::<String>()
+        .to_lowercase()
+        .nfc()
+        .collect()
 }
 
 /// One piece of a naming rule.
@@ -171,7 +241,10 @@ fn sanitize(value: &str) -> String {
     let cleaned: String = value
         .chars()
         .map(|c| {
-            if c.is_control() || matches!(c, '/' | '\\' | ':' | '*' | '?' | '"' | '<' | '>' | '|') {
+            if c.is_control()
+                || is_invisible(c)
+                || matches!(c, '/' | '\\' | ':' | '*' | '?' | '"' | '<' | '>' | '|')
+            {
                 '_'
             } else {
                 c
@@ -252,14 +325,44 @@ mod tests {
     #[test]
     fn refuses_hostile_names() {
         for bad in [
-            "", ".", "..", "a/b.pdf", "a\\b.pdf", "a\0b", "a\nb", ".hidden", "CON", "nul.txt",
+            "",
+            ".",
+            "..",
+            "a/b.pdf",
+            "a\\b.pdf",
+            "a\0b",
+            "a\nb",
+            ".hidden",
+            "CON",
+            "nul.txt",
             "com1.pdf",
+            "COM\u{b9}.pdf",
+            "invoice\u{202e}fdp.exe",
+            "cards\u{200b}.pdf",
+            "cards\u{2028}.pdf",
+            "cards.pdf.",
+            "cards.pdf ",
         ] {
             assert!(check_file_name(bad).is_err(), "{bad:?} was accepted");
         }
         assert!(check_file_name(&"x".repeat(201)).is_err());
         assert!(check_file_name("Business cards (v2).pdf").is_ok());
         assert!(check_file_name("console.pdf").is_ok());
+    }
+
+    #[test]
+    fn twins_share_a_clash_key() {
+        assert_eq!(clash_key("Caf\u{e9}.pdf"), clash_key("Cafe\u{301}.pdf"));
+        assert_eq!(clash_key("Cards.PDF"), clash_key("cards.pdf"));
+        assert_ne!(clash_key("cards-1.pdf"), clash_key("cards-2.pdf"));
+    }
+
+    #[test]
+    fn server_values_lose_invisible_characters() {
+        let mut hostile = delivery(Some("MC\u{202e}1"));
+        hostile.job.id = "J\u{2028}1".into();
+        let rule = NamingRule::parse("{order}_{job}_{name}").unwrap();
+        assert_eq!(rule.render(&hostile, "a.pdf"), "MC_1_J_1_a.pdf");
     }
 
     #[test]

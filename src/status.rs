@@ -5,8 +5,9 @@ use bytesize::ByteSize;
 use rusqlite::{params, Connection};
 use serde::Serialize;
 
-use crate::agent::journal::{Journal, JOURNAL_FILE};
+use crate::agent::journal::{Journal, JOURNAL_FILE, STUCK_AFTER};
 use crate::config::Config;
+use crate::logging::{printable, Escape};
 use crate::protocol::wire_name;
 
 /// How many recent drops and failures are shown per queue.
@@ -49,13 +50,15 @@ pub struct InFlight {
     pub since: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct WaitingReport {
     pub delivery: String,
     pub kind: String,
     pub since: String,
     pub attempts: u32,
     pub last_error: Option<String>,
+    /// Tried [`STUCK_AFTER`] times or more without the server taking it.
+    pub stuck: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -154,6 +157,7 @@ fn waiting_reports(conn: &Connection, queue: Option<&str>) -> rusqlite::Result<V
             since: row.get(2)?,
             attempts: row.get(3)?,
             last_error: row.get(4)?,
+            stuck: row.get::<_, u32>(3)? >= STUCK_AFTER,
         })
     })?;
     rows.collect()
@@ -201,29 +205,34 @@ fn failures(conn: &Connection, queue: &str) -> rusqlite::Result<Vec<Failure>> {
 
 /// Prints the status for a person.
 pub fn print(status: &Status) {
-    println!("tbot agent {} (journal {})", status.agent, status.journal);
+    let mut out: Vec<String> = Vec::new();
+    out.push(format!(
+        "tbot agent {} (journal {})",
+        status.agent, status.journal
+    ));
     for queue in &status.queues {
         let state = match (&queue.status, &queue.detail) {
             (Some(status), Some(detail)) => format!("{status}: {detail}"),
             (Some(status), None) => status.clone(),
             (None, _) => "not yet announced".into(),
         };
-        println!(
-            "\nqueue {} ({}, {}) - {state}",
+        out.push(String::new());
+        out.push(format!(
+            "queue {} ({}, {}) - {state}",
             queue.name, queue.kind, queue.hotfolder
-        );
+        ));
         if queue.in_flight.is_empty()
             && queue.waiting_reports.is_empty()
             && queue.recent_drops.is_empty()
             && queue.failures.is_empty()
         {
-            println!("  nothing yet");
+            out.push("  nothing yet".to_string());
         }
         if !queue.in_flight.is_empty() {
-            println!("  in flight:");
+            out.push("  in flight:".to_string());
             for item in &queue.in_flight {
                 let percent = (item.received * 100).checked_div(item.size).unwrap_or(100);
-                println!(
+                out.push(format!(
                     "    {}  job {}{}  {}  {} of {} ({percent}%), {} file(s)",
                     item.delivery,
                     item.job,
@@ -232,14 +241,18 @@ pub fn print(status: &Status) {
                     ByteSize(item.received),
                     ByteSize(item.size),
                     item.files
-                );
+                ));
             }
         }
-        print_reports("  waiting to be reported:", &queue.waiting_reports);
+        print_reports(
+            &mut out,
+            "  waiting to be reported:",
+            &queue.waiting_reports,
+        );
         if !queue.recent_drops.is_empty() {
-            println!("  recent drops:");
+            out.push("  recent drops:".to_string());
             for drop in &queue.recent_drops {
-                println!(
+                out.push(format!(
                     "    {}  {}  job {}{}{}  {}",
                     short_time(&drop.at),
                     drop.delivery,
@@ -251,50 +264,57 @@ pub fn print(status: &Status) {
                         "  (report pending)"
                     },
                     drop.paths.join(", ")
-                );
+                ));
             }
         }
         if !queue.failures.is_empty() {
-            println!("  failures:");
+            out.push("  failures:".to_string());
             for failure in &queue.failures {
-                println!(
+                out.push(format!(
                     "    {}  {}  job {}  {}: {}",
                     short_time(&failure.at),
                     failure.delivery,
                     failure.job,
                     failure.step,
                     failure.reason
-                );
+                ));
             }
         }
     }
     if !status.other_reports.is_empty() {
-        println!();
+        out.push(String::new());
         print_reports(
+            &mut out,
             "reports waiting for deliveries the server sent malformed:",
             &status.other_reports,
         );
     }
+    // Ids, names and reasons come from the server and hotfolders: shown as what they
+    // are, never as terminal controls or extra lines.
+    for line in &out {
+        println!("{}", printable(line, Escape::Text { keep_colour: false }));
+    }
 }
 
-fn print_reports(title: &str, reports: &[WaitingReport]) {
+fn print_reports(out: &mut Vec<String>, title: &str, reports: &[WaitingReport]) {
     if reports.is_empty() {
         return;
     }
-    println!("{title}");
+    out.push(title.to_string());
     for report in reports {
         let error = report
             .last_error
             .as_deref()
             .map(|e| format!(", last error: {e}"))
             .unwrap_or_default();
-        println!(
-            "    {}  {} since {}, {} attempt(s){error}",
+        out.push(format!(
+            "    {}  {} since {}, {} attempt(s){}{error}",
             report.delivery,
             report.kind,
             short_time(&report.since),
-            report.attempts
-        );
+            report.attempts,
+            if report.stuck { ", STUCK" } else { "" }
+        ));
     }
 }
 

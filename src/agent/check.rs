@@ -4,8 +4,10 @@
 
 use std::collections::HashSet;
 
+use url::Url;
+
 use crate::config::QueueConfig;
-use crate::naming::check_file_name;
+use crate::naming::{check_file_name, clash_key, CLASH_ROOM};
 use crate::protocol::Delivery;
 
 /// One file of a delivery that passed the checks, with its size as a byte count and
@@ -28,8 +30,9 @@ pub fn check(delivery: &Delivery, queue: &QueueConfig) -> Result<Vec<CheckedFile
     for (index, file) in delivery.files.iter().enumerate() {
         let which = format!("file {} ({:?})", index + 1, file.name);
         check_file_name(&file.name).map_err(|why| format!("{which}: {why}"))?;
-        // Case-folded: Windows and macOS shares would make two such names one file.
-        if !seen.insert(file.name.to_lowercase()) {
+        // Normalised and case-folded: macOS and Windows shares would make two such
+        // names one file.
+        if !seen.insert(clash_key(&file.name)) {
             return Err(format!(
                 "{which}: two files of the delivery are named {:?}",
                 file.name
@@ -49,9 +52,7 @@ pub fn check(delivery: &Delivery, queue: &QueueConfig) -> Result<Vec<CheckedFile
                 truncate(&file.sha256, 80)
             ));
         }
-        if file.url.trim().is_empty() {
-            return Err(format!("{which}: the url is empty"));
-        }
+        check_url(&file.url).map_err(|why| format!("{which}: {why}"))?;
         checked.push(CheckedFile {
             name: file.name.clone(),
             size,
@@ -60,6 +61,70 @@ pub fn check(delivery: &Delivery, queue: &QueueConfig) -> Result<Vec<CheckedFile
         });
     }
     Ok(checked)
+}
+
+/// A file's `url` is a path on the server or an absolute http(s) URL without
+/// credentials: a user name or password in it would be sent to whoever holds that host.
+fn check_url(url: &str) -> Result<(), String> {
+    if url.trim().is_empty() {
+        return Err("the url is empty".into());
+    }
+    if url.starts_with('/') {
+        return if url.starts_with("//") {
+            Err("the url starts with // (a link to another host without its scheme)".into())
+        } else {
+            Ok(())
+        };
+    }
+    let parsed = Url::parse(url).map_err(|err| format!("the url is not a URL: {err}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!(
+            "the url's scheme is {:?}; only http and https are fetched",
+            truncate(parsed.scheme(), 20)
+        ));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err("the url carries a user name or password, which tbot does not send".into());
+    }
+    Ok(())
+}
+
+/// The name each file gets in the hotfolder under the queue's naming rule, each checked
+/// like a name from the server and against the file system's own limit (`name_max`
+/// bytes, with room for a clash suffix), and no two the same to the file system: all
+/// before any file of the delivery is written.
+pub(crate) fn final_names(
+    delivery: &Delivery,
+    queue: &QueueConfig,
+    files: &[CheckedFile],
+    name_max: usize,
+) -> Result<Vec<String>, String> {
+    let mut seen = HashSet::new();
+    let mut names = Vec::with_capacity(files.len());
+    for (index, file) in files.iter().enumerate() {
+        let name = queue.naming.render(delivery, &file.name);
+        let which = format!(
+            "file {} ({:?}) named {name:?} by queue {}'s naming rule",
+            index + 1,
+            file.name,
+            queue.name
+        );
+        check_file_name(&name).map_err(|why| format!("{which}: {why}"))?;
+        if name.len() + CLASH_ROOM > name_max {
+            return Err(format!(
+                "{which}: the name is {} bytes long; the hotfolder's file system takes at most {name_max}, \
+                 and tbot keeps {CLASH_ROOM} free for a clash suffix",
+                name.len()
+            ));
+        }
+        if !seen.insert(clash_key(&name)) {
+            return Err(format!(
+                "{which}: another file of the delivery gets the same name"
+            ));
+        }
+        names.push(name);
+    }
+    Ok(names)
 }
 
 fn truncate(text: &str, max: usize) -> &str {

@@ -2,7 +2,7 @@
 //! retry rules for transient failures, and the care that keeps the token at home.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -10,13 +10,27 @@ use reqwest::header::{self, HeaderMap};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use time::OffsetDateTime;
+use tracing::warn;
 use url::Url;
 
+use super::claim_answer;
+pub use super::claim_answer::Claimed;
 use crate::config::{Secret, ServerConfig};
 use crate::protocol::{
-    ClaimRequest, CompleteRequest, CompleteResponse, Delivery, ErrorBody, EventRequest,
-    FailRequest, HeartbeatRequest, HeartbeatResponse, RenewResponse, AGENT_API,
+    ClaimRequest, CompleteRequest, CompleteResponse, ErrorBody, EventRequest, FailRequest,
+    HeartbeatRequest, HeartbeatResponse, RenewResponse, AGENT_API,
 };
+
+/// Longest text of the server's own (an error message) kept in an error.
+const MAX_SERVER_TEXT: usize = 300;
+
+/// Characters of a delivery id that go into a URL path as they are; everything else,
+/// `.` and `/` included, is percent-encoded, so an id is always one path segment.
+const ID_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'~');
 
 /// Largest JSON answer accepted from any endpoint; more is cut off as a transient fault.
 pub const MAX_JSON_BODY: usize = 1024 * 1024;
@@ -61,6 +75,28 @@ impl ClientError {
         }
     }
 
+    /// The same error with `secret` blotted out of every text: a server's message may
+    /// echo what it was sent, the `Authorization` header included.
+    fn redacted(self, secret: &Secret) -> ClientError {
+        let clean = |text: String| secret.redact(&text);
+        match self {
+            ClientError::Transient { what, retry_after } => ClientError::Transient {
+                what: clean(what),
+                retry_after,
+            },
+            ClientError::Refused {
+                status,
+                code,
+                message,
+            } => ClientError::Refused {
+                status,
+                code: clean(code),
+                message: clean(message),
+            },
+            ClientError::BadResponse(what) => ClientError::BadResponse(clean(what)),
+        }
+    }
+
     fn from_reqwest(context: &str, err: reqwest::Error) -> ClientError {
         // reqwest's message names the URL but never headers, so the token stays out.
         ClientError::Transient {
@@ -83,34 +119,6 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-/// A claim answer read leniently, one delivery at a time.
-#[derive(serde::Deserialize)]
-struct RawClaimResponse {
-    deliveries: Vec<serde_json::Value>,
-}
-
-/// One delivery from a claim answer.
-#[derive(Debug, Clone)]
-pub enum Claimed {
-    /// Well-formed: ready for the check step.
-    Ready(Delivery),
-    /// Leased to us but not readable; it is failed by its id when it has one.
-    Malformed { id: Option<String>, problem: String },
-}
-
-impl Claimed {
-    fn from_json(value: serde_json::Value) -> Claimed {
-        let id = value.get("id").and_then(|id| id.as_str()).map(String::from);
-        match serde_json::from_value::<Delivery>(value) {
-            Ok(delivery) => Claimed::Ready(delivery),
-            Err(err) => Claimed::Malformed {
-                id,
-                problem: format!("the delivery is malformed: {err}"),
-            },
-        }
-    }
 }
 
 /// Whether the server answered the last call. Shared by every clone of the client, so
@@ -139,6 +147,26 @@ impl Link {
     }
 }
 
+/// How far the server's clock is ahead of ours, learnt from `server_time` in its
+/// heartbeat answers: leases are the server's times and are judged on its clock.
+#[derive(Debug, Default)]
+struct ServerClock {
+    offset: Mutex<Option<time::Duration>>,
+}
+
+impl ServerClock {
+    fn observe(&self, server_time: OffsetDateTime, sent: OffsetDateTime) {
+        let received = OffsetDateTime::now_utc();
+        let midpoint = sent + (received - sent) / 2;
+        *self.offset.lock().unwrap_or_else(|p| p.into_inner()) = Some(server_time - midpoint);
+    }
+
+    fn now(&self) -> OffsetDateTime {
+        let offset = *self.offset.lock().unwrap_or_else(|p| p.into_inner());
+        OffsetDateTime::now_utc() + offset.unwrap_or_default()
+    }
+}
+
 /// Talks to one job-side server as one agent.
 #[derive(Clone)]
 pub struct JobSideClient {
@@ -147,6 +175,7 @@ pub struct JobSideClient {
     token: Secret,
     retry: ExponentialBuilder,
     link: Arc<Link>,
+    clock: Arc<ServerClock>,
 }
 
 impl JobSideClient {
@@ -168,6 +197,7 @@ impl JobSideClient {
             link: Arc::new(Link {
                 up: AtomicBool::new(true),
             }),
+            clock: Arc::new(ServerClock::default()),
             retry: ExponentialBuilder::default()
                 .with_min_delay(Duration::from_millis(200))
                 .with_max_delay(MAX_RETRY_DELAY)
@@ -196,29 +226,50 @@ impl JobSideClient {
             && url.port_or_known_default() == self.base.port_or_known_default()
     }
 
+    /// The time now on the server's clock, as far as its heartbeat answers tell.
+    pub fn server_now(&self) -> OffsetDateTime {
+        self.clock.now()
+    }
+
     pub async fn heartbeat(
         &self,
         request: &HeartbeatRequest,
     ) -> Result<HeartbeatResponse, ClientError> {
-        self.call("heartbeat", &request, None).await
+        let sent = OffsetDateTime::now_utc();
+        let answer: HeartbeatResponse = self.call(&["heartbeat"], &request, None).await?;
+        self.clock.observe(answer.server_time, sent);
+        Ok(answer)
     }
 
     /// Claims deliveries; `wait_s` lets the server hold the request until one is ready.
     /// Each delivery is read on its own, so one malformed delivery is reported as such
-    /// and does not hide the others.
+    /// and does not hide the others. No more than `max` are taken from one answer: the
+    /// rest stay with the server and return to it when their lease runs out.
     pub async fn claim(&self, request: &ClaimRequest) -> Result<Vec<Claimed>, ClientError> {
         let timeout = Duration::from_secs(request.wait_s + 30);
-        let response: RawClaimResponse = self.call("claim", request, Some(timeout)).await?;
-        Ok(response
-            .deliveries
-            .into_iter()
-            .map(Claimed::from_json)
-            .collect())
+        let body = self.call_raw(&["claim"], request, Some(timeout)).await?;
+        let mut claimed = claim_answer::parse(&body)
+            .map_err(|why| ClientError::BadResponse(format!("{AGENT_API}/claim: {why}")))?;
+        let max = usize::try_from(request.max).unwrap_or(usize::MAX);
+        if claimed.len() > max {
+            warn!(
+                "the server handed out {} deliveries to a claim for at most {max}; taking {max}, \
+                 the rest return to the server when their lease runs out",
+                claimed.len()
+            );
+            claimed.truncate(max);
+        }
+        for item in &mut claimed {
+            if let Claimed::Malformed { problem, .. } = item {
+                *problem = self.token.redact(problem);
+            }
+        }
+        Ok(claimed)
     }
 
     pub async fn renew(&self, delivery: &str) -> Result<RenewResponse, ClientError> {
         self.call(
-            &format!("deliveries/{delivery}/renew"),
+            &["deliveries", delivery, "renew"],
             &serde_json::json!({}),
             None,
         )
@@ -230,33 +281,59 @@ impl JobSideClient {
         delivery: &str,
         request: &CompleteRequest,
     ) -> Result<CompleteResponse, ClientError> {
-        self.call(&format!("deliveries/{delivery}/complete"), request, None)
+        self.call(&["deliveries", delivery, "complete"], request, None)
             .await
     }
 
     pub async fn fail(&self, delivery: &str, request: &FailRequest) -> Result<(), ClientError> {
         let _: serde_json::Value = self
-            .call(&format!("deliveries/{delivery}/fail"), request, None)
+            .call(&["deliveries", delivery, "fail"], request, None)
             .await?;
         Ok(())
     }
 
     pub async fn event(&self, delivery: &str, request: &EventRequest) -> Result<(), ClientError> {
         let _: serde_json::Value = self
-            .call(&format!("deliveries/{delivery}/events"), request, None)
+            .call(&["deliveries", delivery, "events"], request, None)
             .await?;
         Ok(())
     }
 
-    /// POSTs `body` to an agent endpoint, retrying transient failures with exponential
-    /// back-off and jitter, honouring `Retry-After`.
+    /// The URL of the agent endpoint made of `segments`, each one percent-encoded path
+    /// segment whatever it holds (a delivery id from the server may hold `/`, `?` or
+    /// `..`).
+    fn endpoint(&self, segments: &[&str]) -> Result<Url, ClientError> {
+        let path: Vec<String> = segments
+            .iter()
+            .map(|segment| percent_encoding::utf8_percent_encode(segment, ID_SEGMENT).to_string())
+            .collect();
+        self.resolve(&format!("{AGENT_API}/{}", path.join("/")))
+    }
+
+    /// POSTs `body` to an agent endpoint and reads the JSON answer.
     async fn call<B: Serialize, T: DeserializeOwned>(
         &self,
-        endpoint: &str,
+        segments: &[&str],
         body: &B,
         timeout: Option<Duration>,
     ) -> Result<T, ClientError> {
-        let url = self.resolve(&format!("{AGENT_API}/{endpoint}"))?;
+        let answer = self.call_raw(segments, body, timeout).await?;
+        serde_json::from_slice(&answer).map_err(|err| {
+            ClientError::BadResponse(format!("{AGENT_API}/{}: {err}", segments.join("/")))
+                .redacted(&self.token)
+        })
+    }
+
+    /// POSTs `body` to an agent endpoint, retrying transient failures with exponential
+    /// back-off and jitter, honouring `Retry-After`; the answer's bytes.
+    async fn call_raw<B: Serialize>(
+        &self,
+        segments: &[&str],
+        body: &B,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<u8>, ClientError> {
+        let url = self.endpoint(segments)?;
+        let endpoint = segments[0];
         let attempt = || self.post_once(url.clone(), body, timeout);
         let result = attempt
             .retry(self.retry)
@@ -272,17 +349,18 @@ impl JobSideClient {
                 _ => delay,
             })
             .notify(|err, delay| tracing::debug!("{endpoint}: {err}; trying again in {delay:?}"))
-            .await;
+            .await
+            .map_err(|err| err.redacted(&self.token));
         self.link.observe(&result);
         result
     }
 
-    async fn post_once<B: Serialize, T: DeserializeOwned>(
+    async fn post_once<B: Serialize>(
         &self,
         url: Url,
         body: &B,
         timeout: Option<Duration>,
-    ) -> Result<T, ClientError> {
+    ) -> Result<Vec<u8>, ClientError> {
         let context = url.path().to_string();
         let request = self
             .http
@@ -295,15 +373,24 @@ impl JobSideClient {
             .await
             .map_err(|err| ClientError::from_reqwest(&context, err))?;
         let response = check_status(&context, response).await?;
-        let bytes = read_capped(&context, response).await?;
-        serde_json::from_slice(&bytes)
-            .map_err(|err| ClientError::BadResponse(format!("{context}: {err}")))
+        read_capped(&context, response).await
     }
 
     /// Starts a file download, from byte `offset` when it is more than 0. The token is
     /// sent only to the server's own origin, also after redirects, which are followed by
     /// hand for that reason.
     pub async fn download(
+        &self,
+        url: &str,
+        offset: u64,
+        etag: Option<&str>,
+    ) -> Result<reqwest::Response, ClientError> {
+        self.follow_download(url, offset, etag)
+            .await
+            .map_err(|err| err.redacted(&self.token))
+    }
+
+    async fn follow_download(
         &self,
         url: &str,
         offset: u64,
@@ -375,11 +462,8 @@ async fn check_status(
     let message = detail
         .as_ref()
         .map(|d| d.message.clone())
-        .unwrap_or_else(|| {
-            String::from_utf8_lossy(&body[..body.len().min(200)])
-                .trim()
-                .to_string()
-        });
+        .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_string());
+    let message = cut(&message, MAX_SERVER_TEXT);
     if status.is_server_error()
         || status == StatusCode::TOO_MANY_REQUESTS
         || status == StatusCode::REQUEST_TIMEOUT
@@ -392,10 +476,22 @@ async fn check_status(
     Err(ClientError::Refused {
         status: status.as_u16(),
         code: detail
-            .map(|d| d.code)
+            .map(|d| cut(&d.code, 64))
             .unwrap_or_else(|| "http_error".into()),
         message: format!("{context}: {message}"),
     })
+}
+
+/// The first `max` bytes of `text` (on a character boundary), marked when cut.
+fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is rare from APIs and ignored).

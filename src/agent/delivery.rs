@@ -4,7 +4,7 @@
 //! point, even by a power cut, is carried on after a restart and never dropped twice.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,14 +14,15 @@ use time::OffsetDateTime;
 use tokio::sync::{Notify, Semaphore};
 use tracing::{error, info, warn, Instrument};
 
-use super::check::{check, CheckedFile};
+use super::check::{check, final_names, CheckedFile};
 use super::client::{ClientError, JobSideClient};
 use super::hotfolder::Hotfolder;
 use super::journal::{Entry, FileState, Journal, ReportKind, Step};
-use super::transfer::{fetch, Progress, TransferError, Verified};
+use super::staging::StagingDir;
+use super::transfer::{fetch, Progress, TransferError};
 use crate::config::QueueConfig;
 use crate::naming::clash_name;
-use crate::protocol::{Delivery, DroppedFile};
+use crate::protocol::{Delivery, DroppedFile, FailRequest};
 use crate::shutdown::Shutdown;
 
 /// How many times one file's transfer is tried before the delivery is given back.
@@ -29,6 +30,13 @@ pub const TRANSFER_ATTEMPTS: usize = 3;
 
 /// How many clash names are tried before a drop gives up.
 const MAX_CLASH_TRIES: u32 = 10_000;
+
+/// The longest file name assumed where the file system does not say (most take 255).
+const DEFAULT_NAME_MAX: usize = 255;
+
+/// Time a lease must have left for a drop to go ahead without a fresh renewal: the
+/// moves take milliseconds, the rest allows for clocks not quite in step.
+const LEASE_MARGIN: time::Duration = time::Duration::seconds(5);
 
 /// What became of a delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +49,9 @@ pub enum Outcome {
     LeaseLost(String),
     /// The agent is stopping; nothing was dropped.
     Stopped,
+    /// The agent is stopping in the middle of a drop: the delivery stays unfinished in
+    /// the journal and is carried on at the next start.
+    Interrupted,
     /// Already being worked on by this agent, or already dropped and reported again.
     AlreadyHandled,
 }
@@ -50,13 +61,6 @@ pub enum Outcome {
 pub struct Queue {
     pub config: QueueConfig,
     pub hotfolder: Hotfolder,
-}
-
-/// A verified file waiting in the staging folder for its drop.
-struct Staged {
-    file: CheckedFile,
-    path: PathBuf,
-    verified: Verified,
 }
 
 /// Carries deliveries through their steps. One per agent, shared by every delivery task.
@@ -72,6 +76,9 @@ pub struct Worker {
     pub active: Mutex<HashSet<String>>,
     /// One permit per file transfer at once: `concurrency`, shared by all deliveries.
     pub transfer_slots: Semaphore,
+    /// Why the journal cannot be written, since a write failed; no work is claimed
+    /// until the next check finds it writable again.
+    pub journal_trouble: Mutex<Option<String>>,
 }
 
 /// Removes a delivery from the active set when its task ends, however it ends.
@@ -91,6 +98,22 @@ impl Drop for ActiveGuard<'_> {
 }
 
 impl Worker {
+    /// Notes whether the journal can be written; claiming stops while it cannot.
+    pub(crate) fn set_journal_trouble(&self, why: Option<String>) {
+        *self
+            .journal_trouble
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = why;
+    }
+
+    /// Why the journal cannot be written, if it cannot.
+    pub(crate) fn journal_trouble(&self) -> Option<String> {
+        self.journal_trouble
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     fn queue(&self, name: &str) -> Option<&Queue> {
         self.queues.iter().find(|q| q.config.name == name)
     }
@@ -118,7 +141,16 @@ impl Worker {
             let known = match self.journal.record_claim(&delivery) {
                 Ok(known) => known,
                 Err(err) => {
-                    error!("cannot record the claim, leaving the delivery to its lease: {err}");
+                    // Work that cannot be recorded is not done: it goes straight back.
+                    error!("cannot record the claim; handing the delivery back: {err}");
+                    self.set_journal_trouble(Some(err.to_string()));
+                    let back = FailRequest {
+                        reason: format!("tbot cannot record the delivery: {err}"),
+                        retryable: true,
+                    };
+                    if let Err(err) = self.client.fail(&delivery.id, &back).await {
+                        warn!("could not hand the delivery back, it returns when its lease runs out: {err}");
+                    }
                     return Outcome::Stopped;
                 }
             };
@@ -140,11 +172,13 @@ impl Worker {
                 }
                 Some(_) => {
                     info!(files = delivery.files.len(), send = delivery.job.send_count, "claimed again after an earlier attempt");
-                    if let Err(err) = self.journal.restart(&delivery) {
-                        error!("cannot record the claim: {err}");
-                        return Outcome::Stopped;
+                    match self.journal.restart(&delivery) {
+                        Ok(files) => files,
+                        Err(err) => {
+                            error!("cannot record the claim: {err}");
+                            return Outcome::Stopped;
+                        }
                     }
-                    Vec::new()
                 }
             };
             self.run_and_record(&delivery, &files).await
@@ -181,90 +215,126 @@ impl Worker {
                 retryable: true,
             };
         };
+        let refused = |reason| Outcome::Failed {
+            reason,
+            retryable: false,
+        };
         let files = match check(delivery, &queue.config) {
             Ok(files) => files,
-            Err(reason) => {
+            Err(reason) => return refused(reason),
+        };
+        let staging = match queue.hotfolder.open_staging() {
+            Ok(staging) => Arc::new(staging),
+            Err(why) => {
                 return Outcome::Failed {
-                    reason,
-                    retryable: false,
+                    reason: format!("queue {} cannot take files: {why}", queue.config.name),
+                    retryable: true,
                 }
             }
+        };
+        let name_max = staging
+            .space_and_name_max()
+            .map_or(DEFAULT_NAME_MAX, |(_, max)| max);
+        let names = match final_names(delivery, &queue.config, &files, name_max) {
+            Ok(names) => names,
+            Err(reason) => return refused(reason),
         };
         info!("checked");
-        // A drop that had begun is finished whatever happens: half a job in a hotfolder
-        // is worse than a late one.
-        let drop_begun = journaled.iter().any(|f| f.drop_name.is_some());
-        let staged = if drop_begun {
-            self.already_staged(delivery, queue, files)
-        } else {
+        let plan: Vec<FilePlan> = files
+            .into_iter()
+            .zip(names)
+            .enumerate()
+            .map(|(index, (file, name))| {
+                let state = journaled.get(index).filter(|f| f.name == file.name);
+                FilePlan {
+                    index,
+                    staged: queue.hotfolder.staged_name(&delivery.id, index),
+                    name,
+                    landed: state
+                        .filter(|f| f.dropped)
+                        .and_then(|f| f.drop_name.clone()),
+                    planned: state
+                        .filter(|f| !f.dropped)
+                        .and_then(|f| f.drop_name.clone()),
+                    etag: state.and_then(|f| f.etag.clone()),
+                    file,
+                }
+            })
+            .collect();
+        // Files in the hotfolder already, or about to be: the drop had begun.
+        let drop_begun = plan
+            .iter()
+            .any(|f| f.landed.is_some() || f.planned.is_some());
+        let lease = Lease::new(delivery.lease_expires_at);
+        if plan.iter().any(FilePlan::needs_transfer) {
             let _ = self.journal.set_step(&delivery.id, Step::Transferring);
             let transfer = tokio::select! {
-                staged = self.transfer_all(delivery, queue, files, journaled) => staged,
-                lost = keep_lease(&self.client, delivery) => Err(Outcome::LeaseLost(lost)),
+                done = self.transfer_all(delivery, &staging, &plan) => done,
+                lost = self.keep_lease(&delivery.id, &lease) => Err(Outcome::LeaseLost(lost)),
                 _ = self.shutdown.wait() => Err(Outcome::Stopped),
             };
-            let staged = match transfer {
-                Ok(staged) => staged,
-                Err(outcome) => {
-                    discard_staging(queue, delivery);
-                    return outcome;
-                }
-            };
-            if let Err(outcome) = self.renew_before_drop(delivery).await {
-                discard_staging(queue, delivery);
+            if let Err(outcome) = transfer {
+                discard_staging(&staging, &plan);
                 return outcome;
             }
-            staged
-        };
-        self.drop_all(delivery, queue, staged, journaled).await
+        }
+        if let Err(outcome) = self
+            .renew_before_drop(&delivery.id, &lease, drop_begun)
+            .await
+        {
+            if !matches!(outcome, Outcome::Interrupted) {
+                discard_staging(&staging, &plan);
+            }
+            return with_landed(outcome, &plan);
+        }
+        self.drop_all(delivery, staging, plan).await
     }
 
-    /// Transfer step: every file into its staging file, each verified, each retried a
-    /// few times with back-off when the network or the bytes let it down. A transfer
-    /// that was interrupted continues from the staged bytes. Files go side by side, each
-    /// in one of the agent's `concurrency` transfer slots, so a job of four separations
-    /// uses idle slots (and cores) instead of fetching its files one after another; the
-    /// first file that fails stops the others.
+    /// Transfer step: every file not yet staged into its staging file, each verified,
+    /// each retried a few times with back-off when the network or the bytes let it
+    /// down. A transfer that was interrupted continues from the staged bytes. Files go
+    /// side by side, each in one of the agent's `concurrency` transfer slots, so a job
+    /// of four separations uses idle slots (and cores) instead of fetching its files
+    /// one after another; the first file that fails stops the others.
     async fn transfer_all(
         &self,
         delivery: &Delivery,
-        queue: &Queue,
-        files: Vec<CheckedFile>,
-        journaled: &[FileState],
-    ) -> Result<Vec<Staged>, Outcome> {
-        let transfers = files.into_iter().enumerate().map(|(index, file)| {
-            let etag = journaled.get(index).and_then(|f| f.etag.clone());
-            self.transfer_one(delivery, queue, index, file, etag)
-        });
-        futures_util::future::try_join_all(transfers).await
+        staging: &StagingDir,
+        plan: &[FilePlan],
+    ) -> Result<(), Outcome> {
+        let transfers = plan
+            .iter()
+            .filter(|file| file.needs_transfer())
+            .map(|file| self.transfer_one(delivery, staging, file));
+        futures_util::future::try_join_all(transfers)
+            .await
+            .map(drop)
     }
 
     /// One file of the transfer step, once a transfer slot is free.
     async fn transfer_one(
         &self,
         delivery: &Delivery,
-        queue: &Queue,
-        index: usize,
-        file: CheckedFile,
-        etag: Option<String>,
-    ) -> Result<Staged, Outcome> {
+        staging: &StagingDir,
+        planned: &FilePlan,
+    ) -> Result<(), Outcome> {
         let _slot = self
             .transfer_slots
             .acquire()
             .await
             .map_err(|_| Outcome::Stopped)?;
-        let path = queue.hotfolder.staging_path(&delivery.id, index);
+        let file = &planned.file;
         let started = Instant::now();
         let mut progress = Progress {
             journal: &self.journal,
             delivery: &delivery.id,
-            index,
-            etag,
+            index: planned.index,
+            etag: planned.etag.clone(),
         };
         let progress = tokio::sync::Mutex::new(&mut progress);
         let attempt = || async {
             let mut progress = progress.lock().await;
-            fetch(&self.client, &queue.hotfolder, &file, &path, &mut progress).await
+            fetch(&self.client, staging, &planned.staged, file, &mut progress).await
         };
         let result = attempt
             .retry(self.transfer_retry.with_max_times(TRANSFER_ATTEMPTS - 1))
@@ -274,11 +344,7 @@ impl Worker {
         match result {
             Ok(verified) => {
                 info!(file = %file.name, bytes = verified.size, seconds = started.elapsed().as_secs_f64(), "transferred and verified");
-                Ok(Staged {
-                    file,
-                    path,
-                    verified,
-                })
+                Ok(())
             }
             Err(err) => {
                 let reason = match &err {
@@ -296,97 +362,111 @@ impl Worker {
         }
     }
 
-    /// After a restart in the middle of a drop: the staged files were verified before
-    /// the drop began, so they are taken as they are.
-    fn already_staged(
-        &self,
-        delivery: &Delivery,
-        queue: &Queue,
-        files: Vec<CheckedFile>,
-    ) -> Vec<Staged> {
-        files
-            .into_iter()
-            .enumerate()
-            .map(|(index, file)| Staged {
-                path: queue.hotfolder.staging_path(&delivery.id, index),
-                verified: Verified {
-                    size: file.size,
-                    sha256: file.sha256.clone(),
-                },
-                file,
-            })
-            .collect()
-    }
-
-    /// The protocol asks for a renewal right before the first file moves in. When the
-    /// server cannot be reached, the drop goes ahead only while the lease we hold has
-    /// not run out by our clock.
-    async fn renew_before_drop(&self, delivery: &Delivery) -> Result<(), Outcome> {
-        match self.client.renew(&delivery.id).await {
-            Ok(_) => Ok(()),
-            Err(err @ ClientError::Refused { .. }) => Err(Outcome::LeaseLost(err.to_string())),
-            Err(err) if delivery.lease_expires_at > OffsetDateTime::now_utc() => {
-                warn!(
-                    "could not renew the lease before the drop, dropping within the lease: {err}"
-                );
-                Ok(())
+    /// Renews the lease at a third of its remaining length until the server says it is
+    /// lost; returns why. Transient failures are logged and tried again next time.
+    async fn keep_lease(&self, id: &str, lease: &Lease) -> String {
+        loop {
+            let remaining = lease.expires_at() - self.client.server_now();
+            let wait = Duration::try_from(remaining / 3)
+                .unwrap_or(Duration::ZERO)
+                .clamp(Duration::from_secs(1), Duration::from_secs(300));
+            tokio::time::sleep(wait).await;
+            match self.client.renew(id).await {
+                Ok(renewed) => self.extend_lease(id, lease, renewed.lease_expires_at),
+                Err(err @ ClientError::Refused { .. }) => return err.to_string(),
+                Err(err) => warn!("could not renew the lease, will try again: {err}"),
             }
-            Err(err) => Err(Outcome::LeaseLost(format!(
-                "lease ran out and could not be renewed: {err}"
-            ))),
         }
     }
 
-    /// Drop step: each verified file moves into the hotfolder under the queue's naming
-    /// rule, never overwriting. The names are journaled, durably, before the files move,
-    /// so after a crash the journal and the folder together tell what happened.
+    /// Notes a renewal, in memory and in the journal (a restart judges by it).
+    fn extend_lease(&self, id: &str, lease: &Lease, expires_at: OffsetDateTime) {
+        lease.extend(expires_at);
+        if let Err(err) = self.journal.set_lease(id, expires_at) {
+            warn!("{err}");
+        }
+    }
+
+    /// The protocol asks for a renewal right before the first file moves in. When the
+    /// server cannot be reached, the drop goes ahead only while the latest lease granted
+    /// has time left on the server's clock. When files of the delivery are in the
+    /// hotfolder already (a drop interrupted by a restart), an unreachable server is
+    /// waited for: nothing more moves until it says whether the lease is still ours.
+    async fn renew_before_drop(
+        &self,
+        id: &str,
+        lease: &Lease,
+        drop_begun: bool,
+    ) -> Result<(), Outcome> {
+        let mut pause = Duration::from_secs(1);
+        loop {
+            let err = match self.client.renew(id).await {
+                Ok(renewed) => {
+                    self.extend_lease(id, lease, renewed.lease_expires_at);
+                    return Ok(());
+                }
+                Err(err @ ClientError::Refused { .. }) => {
+                    return Err(Outcome::LeaseLost(err.to_string()))
+                }
+                Err(err) => err,
+            };
+            if lease.has_time_left(self.client.server_now()) {
+                warn!(
+                    "could not renew the lease before the drop, dropping within the lease: {err}"
+                );
+                return Ok(());
+            }
+            if !drop_begun {
+                return Err(Outcome::LeaseLost(format!(
+                    "lease ran out and could not be renewed: {err}"
+                )));
+            }
+            warn!("files of this delivery are in the hotfolder already and its lease ran out; moving no more until the server confirms the lease: {err}");
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = self.shutdown.wait() => return Err(Outcome::Interrupted),
+            }
+            pause = (pause * 2).min(Duration::from_secs(60));
+        }
+    }
+
+    /// Drop step: each verified file moves into the hotfolder under the name planned
+    /// for it, never overwriting. The names are journaled, durably, before the files
+    /// move, so after a crash the journal and the folder together tell what happened.
     async fn drop_all(
         &self,
         delivery: &Delivery,
-        queue: &Queue,
-        staged: Vec<Staged>,
-        journaled: &[FileState],
+        staging: Arc<StagingDir>,
+        plan: Vec<FilePlan>,
     ) -> Outcome {
-        let plan: Vec<PlannedDrop> = staged
-            .iter()
-            .enumerate()
-            .map(|(index, item)| PlannedDrop {
-                index,
-                staged: item.path.clone(),
-                name: queue.config.naming.render(delivery, &item.file.name),
-                earlier: journaled.get(index).and_then(|f| f.drop_name.clone()),
-                done: journaled.get(index).is_some_and(|f| f.dropped),
-            })
-            .collect();
-        let (journal, hotfolder, id) = (
-            self.journal.clone(),
-            queue.hotfolder.clone(),
-            delivery.id.clone(),
-        );
-        let placed =
-            tokio::task::spawn_blocking(move || drop_files(&journal, &hotfolder, &id, &plan))
-                .await
-                .unwrap_or_else(|join| Err(join.to_string()));
-        let names = match placed {
-            Ok(names) => names,
-            Err(why) => {
+        let (journal, id) = (self.journal.clone(), delivery.id.clone());
+        let root = staging.root_path().to_path_buf();
+        let placed = tokio::task::spawn_blocking(move || {
+            let placed = drop_files(&journal, &staging, &id, &plan);
+            (placed, plan)
+        })
+        .await;
+        let (placed, plan) = match placed {
+            Ok(done) => done,
+            Err(join) => {
                 return Outcome::Failed {
-                    reason: format!(
-                        "cannot move the files into hotfolder {}: {why}",
-                        queue.hotfolder.root().display()
-                    ),
+                    reason: format!("the drop stopped: {join}"),
                     retryable: true,
                 }
             }
         };
-        let dropped = staged
+        let names = match placed {
+            Ok(names) => names,
+            Err(failure) => return failure.into_outcome(&root),
+        };
+        let dropped = plan
             .into_iter()
             .zip(names)
             .map(|(item, name)| {
-                info!(file = %item.file.name, path = %queue.hotfolder.root().join(&name).display(), "dropped");
+                info!(file = %item.file.name, path = %root.join(&name).display(), "dropped");
                 DroppedFile {
                     name: item.file.name,
-                    sha256: item.verified.sha256,
+                    sha256: item.file.sha256,
                     path: name,
                 }
             })
@@ -429,7 +509,7 @@ impl Worker {
                     )),
                 )
             }
-            Outcome::AlreadyHandled => return,
+            Outcome::AlreadyHandled | Outcome::Interrupted => return,
         };
         if let Err(err) = self.journal.finish(id, step, reason, report) {
             error!("cannot record the end of the delivery: {err}");
@@ -438,16 +518,105 @@ impl Worker {
     }
 }
 
-/// One file's move, as planned before any file of the delivery moves.
-struct PlannedDrop {
+/// One file of a delivery on its way: where it is staged, the name it gets, and how far
+/// an earlier attempt took it.
+struct FilePlan {
     index: usize,
-    staged: PathBuf,
-    /// The name the naming rule gives the file.
+    file: CheckedFile,
+    /// Its name in the staging folder.
+    staged: String,
+    /// The name the naming rule gives it in the hotfolder.
     name: String,
-    /// The name journaled by an earlier, interrupted drop.
-    earlier: Option<String>,
-    /// The journal says the earlier move finished.
-    done: bool,
+    /// The name it has in the hotfolder, moved there by an earlier attempt.
+    landed: Option<String>,
+    /// The name journaled for its move by an earlier attempt that was interrupted.
+    planned: Option<String>,
+    /// The server's ETag from an earlier attempt, for `If-Range`.
+    etag: Option<String>,
+}
+
+impl FilePlan {
+    /// Whether its bytes still have to be fetched: not in the hotfolder, and not
+    /// verified and staged by a drop that was interrupted.
+    fn needs_transfer(&self) -> bool {
+        self.landed.is_none() && self.planned.is_none()
+    }
+}
+
+/// The lease this agent holds on a delivery: the latest expiry the server granted.
+struct Lease {
+    expires_at: Mutex<OffsetDateTime>,
+}
+
+impl Lease {
+    fn new(expires_at: OffsetDateTime) -> Lease {
+        Lease {
+            expires_at: Mutex::new(expires_at),
+        }
+    }
+
+    fn expires_at(&self) -> OffsetDateTime {
+        *self.expires_at.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn extend(&self, expires_at: OffsetDateTime) {
+        let mut current = self.expires_at.lock().unwrap_or_else(|p| p.into_inner());
+        *current = (*current).max(expires_at);
+    }
+
+    /// Whether the lease still has time left at `server_now`, with a margin for the
+    /// moves themselves and for clocks that are not quite in step.
+    fn has_time_left(&self, server_now: OffsetDateTime) -> bool {
+        self.expires_at() - LEASE_MARGIN > server_now
+    }
+}
+
+/// Why a drop stopped part of the way, and which files had moved in by then.
+struct DropFailure {
+    why: String,
+    /// Each file already in the hotfolder: its name from the server, and its name there.
+    landed: Vec<(String, String)>,
+}
+
+impl DropFailure {
+    fn into_outcome(self, root: &Path) -> Outcome {
+        let reason = format!(
+            "cannot move the files into hotfolder {}: {}",
+            root.display(),
+            self.why
+        );
+        Outcome::Failed {
+            reason: append_landed(reason, &self.landed),
+            retryable: true,
+        }
+    }
+}
+
+/// Adds to `reason` which files are in the hotfolder already, and that they stay.
+fn append_landed(reason: String, landed: &[(String, String)]) -> String {
+    if landed.is_empty() {
+        return reason;
+    }
+    let list: Vec<String> = landed
+        .iter()
+        .map(|(name, path)| format!("{name} as {path}"))
+        .collect();
+    format!(
+        "{reason}; already in the hotfolder, and never dropped again: {}",
+        list.join(", ")
+    )
+}
+
+/// An outcome that ends a delivery part of the way, with the files it had moved in.
+fn with_landed(outcome: Outcome, plan: &[FilePlan]) -> Outcome {
+    let landed: Vec<(String, String)> = plan
+        .iter()
+        .filter_map(|f| Some((f.file.name.clone(), f.landed.clone()?)))
+        .collect();
+    match outcome {
+        Outcome::LeaseLost(why) => Outcome::LeaseLost(append_landed(why, &landed)),
+        other => other,
+    }
 }
 
 /// The file work of the drop step, in one blocking call: recognise moves an earlier
@@ -455,64 +624,92 @@ struct PlannedDrop {
 /// journals the next name first), and sync the folders once. Returns each file's name.
 fn drop_files(
     journal: &Journal,
-    hotfolder: &Hotfolder,
+    staging: &StagingDir,
     id: &str,
-    plan: &[PlannedDrop],
-) -> Result<Vec<String>, String> {
-    let text = |err: &dyn std::fmt::Display| err.to_string();
-    let mut names: Vec<Option<String>> = vec![None; plan.len()];
+    plan: &[FilePlan],
+) -> Result<Vec<String>, DropFailure> {
+    let mut names: Vec<Option<String>> = plan.iter().map(|f| f.landed.clone()).collect();
+    let fail = |why: String, names: &[Option<String>]| DropFailure {
+        why,
+        landed: plan
+            .iter()
+            .zip(names)
+            .filter_map(|(f, name)| Some((f.file.name.clone(), name.clone()?)))
+            .collect(),
+    };
     let mut to_move = Vec::new();
-    for (slot, drop) in plan.iter().enumerate() {
-        if let Some(earlier) = &drop.earlier {
-            if drop.done || hotfolder.was_placed(&drop.staged, earlier) {
-                hotfolder
-                    .forget_staged(&drop.staged)
-                    .map_err(|e| text(&e))?;
-                journal.set_dropped(id, drop.index).map_err(|e| text(&e))?;
-                names[slot] = Some(earlier.clone());
+    for (slot, file) in plan.iter().enumerate() {
+        if file.landed.is_some() {
+            continue;
+        }
+        if let Some(planned) = &file.planned {
+            if staging.was_placed(&file.staged, planned) {
+                staging
+                    .remove(&file.staged)
+                    .map_err(|e| fail(e.to_string(), &names))?;
+                journal
+                    .set_dropped(id, file.index)
+                    .map_err(|e| fail(e.to_string(), &names))?;
+                names[slot] = Some(planned.clone());
                 continue;
             }
         }
-        hotfolder
-            .sync_staged(&drop.staged)
-            .map_err(|e| format!("cannot sync the staged file: {e}"))?;
+        let synced = staging
+            .open_staged(&file.staged)
+            .and_then(|staged| staged.ok_or_else(|| std::io::ErrorKind::NotFound.into()))
+            .and_then(|staged| staged.sync_all());
+        synced.map_err(|e| {
+            fail(
+                format!("cannot sync the staged {}: {e}", file.file.name),
+                &names,
+            )
+        })?;
         to_move.push(slot);
     }
-    if !to_move.is_empty() {
-        let planned: Vec<(usize, String)> = to_move
-            .iter()
-            .map(|&slot| (plan[slot].index, plan[slot].name.clone()))
-            .collect();
-        journal
-            .record_drop_names(id, &planned)
-            .map_err(|e| text(&e))?;
-        for slot in to_move {
-            let drop = &plan[slot];
-            let mut candidate = drop.name.clone();
-            let mut tries = 1;
-            loop {
-                match hotfolder.place(&drop.staged, &candidate) {
-                    Ok(()) => break,
-                    Err(err)
-                        if err.kind() == std::io::ErrorKind::AlreadyExists
-                            && tries < MAX_CLASH_TRIES =>
-                    {
-                        tries += 1;
-                        candidate = clash_name(&drop.name, tries);
-                        journal
-                            .record_drop_names(id, &[(drop.index, candidate.clone())])
-                            .map_err(|e| text(&e))?;
-                    }
-                    Err(err) => return Err(err.to_string()),
+    if to_move.is_empty() {
+        return Ok(names.into_iter().map(Option::unwrap_or_default).collect());
+    }
+    let planned: Vec<(usize, String)> = to_move
+        .iter()
+        .map(|&slot| (plan[slot].index, plan[slot].name.clone()))
+        .collect();
+    journal
+        .record_drop_names(id, &planned)
+        .map_err(|e| fail(e.to_string(), &names))?;
+    for slot in to_move {
+        let file = &plan[slot];
+        let mut candidate = file.name.clone();
+        let mut tries = 1;
+        loop {
+            match staging.place(&file.staged, &candidate) {
+                Ok(()) => break,
+                Err(err)
+                    if err.kind() == std::io::ErrorKind::AlreadyExists
+                        && tries < MAX_CLASH_TRIES =>
+                {
+                    tries += 1;
+                    candidate = clash_name(&file.name, tries);
+                    journal
+                        .record_drop_names(id, &[(file.index, candidate.clone())])
+                        .map_err(|e| fail(e.to_string(), &names))?;
+                }
+                Err(err) => {
+                    let why = format!(
+                        "{} could not be moved in as {candidate}: {err}",
+                        file.file.name
+                    );
+                    return Err(fail(why, &names));
                 }
             }
-            journal.set_dropped(id, drop.index).map_err(|e| text(&e))?;
-            names[slot] = Some(candidate);
         }
-        hotfolder
-            .sync_folders()
-            .map_err(|e| format!("cannot sync the hotfolder: {e}"))?;
+        names[slot] = Some(candidate);
+        journal
+            .set_dropped(id, file.index)
+            .map_err(|e| fail(e.to_string(), &names))?;
     }
+    staging
+        .sync()
+        .map_err(|e| fail(format!("cannot sync the hotfolder: {e}"), &names))?;
     Ok(names.into_iter().map(Option::unwrap_or_default).collect())
 }
 
@@ -521,32 +718,11 @@ fn delivery_span(delivery: &Delivery) -> tracing::Span {
     tracing::info_span!("delivery", id = %delivery.id, queue = %delivery.queue, job = %delivery.job.id)
 }
 
-/// Renews the lease at a third of its remaining length until the server says it is
-/// lost; returns why. Transient failures are logged and tried again next time.
-async fn keep_lease(client: &JobSideClient, delivery: &Delivery) -> String {
-    let mut expires_at = delivery.lease_expires_at;
-    loop {
-        let remaining = expires_at - OffsetDateTime::now_utc();
-        let wait = Duration::try_from(remaining / 3)
-            .unwrap_or(Duration::ZERO)
-            .clamp(Duration::from_secs(1), Duration::from_secs(300));
-        tokio::time::sleep(wait).await;
-        match client.renew(&delivery.id).await {
-            Ok(renewed) => expires_at = renewed.lease_expires_at,
-            Err(err @ ClientError::Refused { .. }) => return err.to_string(),
-            Err(err) => warn!("could not renew the lease, will try again: {err}"),
-        }
-    }
-}
-
-/// Removes whatever a delivery left in its queue's staging folder.
-fn discard_staging(queue: &Queue, delivery: &Delivery) {
-    for index in 0..delivery.files.len() {
-        let path = queue.hotfolder.staging_path(&delivery.id, index);
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-            Err(err) => warn!("cannot remove staging file {}: {err}", path.display()),
+/// Removes what a delivery staged and did not move in.
+fn discard_staging(staging: &StagingDir, plan: &[FilePlan]) {
+    for file in plan.iter().filter(|f| f.landed.is_none()) {
+        if let Err(err) = staging.remove(&file.staged) {
+            warn!("cannot remove staged {}: {err}", file.file.name);
         }
     }
 }

@@ -175,6 +175,9 @@ pub struct Report {
     pub last_error: Option<String>,
 }
 
+/// After this many failed attempts a waiting report is shown as stuck.
+pub const STUCK_AFTER: u32 = 3;
+
 /// The journal: one SQLite database, one connection, used from every delivery task.
 pub struct Journal {
     conn: Mutex<Connection>,
@@ -234,7 +237,7 @@ CREATE TABLE IF NOT EXISTS queues (
 #[error("journal {path}: {source}")]
 pub struct JournalError {
     path: PathBuf,
-    source: rusqlite::Error,
+    source: Box<dyn std::error::Error + Send + Sync>,
 }
 
 type Result<T> = std::result::Result<T, JournalError>;
@@ -258,10 +261,14 @@ impl Journal {
     /// Opens (or creates) the journal in `state_dir`, for the daemon.
     pub fn open(state_dir: &Path) -> Result<Journal> {
         let path = state_dir.join(JOURNAL_FILE);
-        let wrap = |source| JournalError {
+        let wrap = |source: rusqlite::Error| JournalError {
             path: path.clone(),
-            source,
+            source: Box::new(source),
         };
+        create_private_file(&path).map_err(|err| JournalError {
+            path: path.clone(),
+            source: Box::new(err),
+        })?;
         let conn = Connection::open(&path).map_err(wrap)?;
         // WAL lets `tbot status` read while the daemon writes. NORMAL syncs the WAL only
         // at checkpoints: every commit survives the process being killed, and after a
@@ -271,6 +278,7 @@ impl Journal {
         conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;")
             .map_err(wrap)?;
         conn.execute_batch(SCHEMA).map_err(wrap)?;
+        migrate(&conn).map_err(wrap)?;
         Ok(Journal {
             conn: Mutex::new(conn),
             path,
@@ -287,7 +295,7 @@ impl Journal {
             })
             .map_err(|source| JournalError {
                 path: path.clone(),
-                source,
+                source: Box::new(source),
             })?;
         Ok(Journal {
             conn: Mutex::new(conn),
@@ -299,7 +307,7 @@ impl Journal {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         work(&mut conn).map_err(|source| JournalError {
             path: self.path.clone(),
-            source,
+            source: Box::new(source),
         })
     }
 
@@ -330,12 +338,35 @@ impl Journal {
     }
 
     /// Starts a delivery the journal knew over, for a new lease after a failure or a
-    /// lost lease: the claim is refreshed and its progress forgotten.
-    pub fn restart(&self, delivery: &Delivery) -> Result<()> {
+    /// lost lease: the claim is refreshed and its progress forgotten, except for files
+    /// an earlier attempt already moved into the hotfolder, which are never moved again.
+    /// Returns the files as the journal now has them.
+    pub fn restart(&self, delivery: &Delivery) -> Result<Vec<FileState>> {
+        let claim = serde_json::to_string(delivery).unwrap_or_default();
+        let now = now_text();
         self.with(|conn| {
-            conn.execute("DELETE FROM deliveries WHERE id = ?1", params![delivery.id])
-        })?;
-        self.record_claim(delivery).map(|_| ())
+            let tx = conn.transaction()?;
+            tx.execute(
+                "UPDATE deliveries SET claim = ?2, step = 'claimed', reason = NULL, updated_at = ?3 WHERE id = ?1",
+                params![delivery.id, claim, now],
+            )?;
+            tx.execute(
+                "DELETE FROM files WHERE delivery = ?1 AND dropped = 0",
+                params![delivery.id],
+            )?;
+            for (index, file) in delivery.files.iter().enumerate() {
+                tx.execute(
+                    "DELETE FROM files WHERE delivery = ?1 AND idx = ?2 AND name != ?3",
+                    params![delivery.id, index as i64, file.name],
+                )?;
+                tx.execute(
+                    "INSERT OR IGNORE INTO files (delivery, idx, name, size) VALUES (?1, ?2, ?3, ?4)",
+                    params![delivery.id, index as i64, file.name, file.size.max(0)],
+                )?;
+            }
+            tx.commit()?;
+            load_files(conn, &delivery.id)
+        })
     }
 
     /// Refreshes the stored claim (a new lease time) without touching progress.
@@ -345,6 +376,18 @@ impl Journal {
             conn.execute(
                 "UPDATE deliveries SET claim = ?2 WHERE id = ?1",
                 params![delivery.id, claim],
+            )
+        })
+        .map(|_| ())
+    }
+
+    /// Records the latest lease expiry the server granted, so that a restart judges the
+    /// lease by it and not by the claim's first one.
+    pub fn set_lease(&self, id: &str, expires_at: OffsetDateTime) -> Result<()> {
+        self.with(|conn| {
+            conn.execute(
+                "UPDATE deliveries SET claim = json_set(claim, '$.lease_expires_at', ?2) WHERE id = ?1",
+                params![id, time_text(expires_at)],
             )
         })
         .map(|_| ())
@@ -458,13 +501,17 @@ impl Journal {
         .map(|_| ())
     }
 
-    /// Reports still owed, oldest first, at most `limit` of them.
+    /// Reports still owed and due now, oldest first, at most `limit` of them. A report
+    /// waiting for its next try holds back the later ones of its delivery.
     pub fn reports(&self, limit: usize) -> Result<Vec<Report>> {
         self.with(|conn| {
             let mut statement = conn.prepare(
-                "SELECT seq, delivery, kind, body, created_at, attempts, last_error FROM reports ORDER BY seq LIMIT ?1",
+                "SELECT seq, delivery, kind, body, created_at, attempts, last_error FROM reports r
+                 WHERE NOT EXISTS (SELECT 1 FROM reports w WHERE w.delivery = r.delivery
+                                   AND w.seq <= r.seq AND w.next_at > ?2)
+                 ORDER BY seq LIMIT ?1",
             )?;
-            let rows = statement.query_map(params![limit as i64], |row| {
+            let rows = statement.query_map(params![limit as i64, now_text()], |row| {
                 Ok(Report {
                     seq: row.get(0)?,
                     delivery: row.get(1)?,
@@ -477,6 +524,16 @@ impl Journal {
             })?;
             rows.collect()
         })
+    }
+
+    /// When the first report held back after an unreadable answer is due again.
+    pub fn next_report_due(&self) -> Result<Option<OffsetDateTime>> {
+        self.with(|conn| {
+            conn.query_row("SELECT MIN(next_at) FROM reports", [], |row| {
+                row.get::<_, Option<String>>(0)
+            })
+        })
+        .map(|due| due.as_deref().map(parse_time))
     }
 
     /// Reports that went out (or are to be forgotten): removed in one transaction, and
@@ -501,12 +558,18 @@ impl Journal {
         })
     }
 
-    /// Notes a failed attempt to send a report, for `tbot status`.
-    pub fn report_failed(&self, report: &Report, error: &str) -> Result<()> {
+    /// Notes a failed attempt to send a report, for `tbot status`; with `retry_at`, the
+    /// report (and the later ones of its delivery) waits until then.
+    pub fn report_failed(
+        &self,
+        report: &Report,
+        error: &str,
+        retry_at: Option<OffsetDateTime>,
+    ) -> Result<()> {
         self.with(|conn| {
             conn.execute(
-                "UPDATE reports SET attempts = attempts + 1, last_error = ?2 WHERE seq = ?1",
-                params![report.seq, error],
+                "UPDATE reports SET attempts = attempts + 1, last_error = ?2, next_at = ?3 WHERE seq = ?1",
+                params![report.seq, error, retry_at.map(time_text)],
             )
         })
         .map(|_| ())
@@ -553,6 +616,49 @@ impl Journal {
             }
         }
         Ok(entries)
+    }
+
+    /// The journal's own random id, made when it was created. It names what this agent
+    /// stages, so agents with their own journals never share a staged file.
+    pub fn instance(&self) -> Result<String> {
+        self.with(|conn| {
+            let known: Option<String> = conn
+                .query_row("SELECT value FROM meta WHERE key = 'instance'", [], |row| {
+                    row.get(0)
+                })
+                .optional()?;
+            if let Some(known) = known {
+                return Ok(known);
+            }
+            // std's hasher keys are drawn from the system's randomness.
+            let random = std::hash::BuildHasher::hash_one(
+                &std::collections::hash_map::RandomState::new(),
+                std::process::id(),
+            );
+            let fresh = format!("{random:016x}");
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('instance', ?1)",
+                params![fresh],
+            )?;
+            Ok(fresh)
+        })
+    }
+
+    /// Whether the journal takes a write now: a full or read-only state folder would
+    /// make the agent take work it cannot record.
+    pub fn check_writable(&self) -> Result<()> {
+        self.with(|conn| {
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('checked_at', ?1)
+                 ON CONFLICT(key) DO UPDATE SET value = ?1",
+                params![now_text()],
+            )
+        })
+        .map(|_| ())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Ties the journal to the job side at `server`, or checks that it is tied to it:
@@ -659,6 +765,34 @@ impl Journal {
     pub fn read<T>(&self, work: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
         self.with(|conn| work(conn))
     }
+}
+
+/// Brings a journal written by an earlier version up to this one's schema.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if version < 1 {
+        // When a report may next be tried, after an answer that could not be read.
+        conn.execute_batch(
+            "ALTER TABLE reports ADD COLUMN next_at TEXT; PRAGMA user_version = 1;",
+        )?;
+    }
+    Ok(())
+}
+
+/// Creates the journal file readable by tbot's user only, or makes an existing one so:
+/// it names every job and file the print floor handled.
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        options.mode(0o600);
+        let file = options.open(path)?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+    }
+    #[cfg(not(unix))]
+    options.open(path).map(drop)
 }
 
 fn load_files(conn: &Connection, id: &str) -> rusqlite::Result<Vec<FileState>> {

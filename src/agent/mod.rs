@@ -3,19 +3,22 @@
 //! carried through its steps by the [`delivery::Worker`].
 
 pub mod check;
+mod claim_answer;
 pub mod client;
 pub mod delivery;
 pub mod hotfolder;
 pub mod journal;
+mod journal_lock;
 pub mod pickup;
 pub mod pipeline;
 pub mod reporter;
+mod staging;
+pub mod state_dir;
 pub mod stream_copy;
 pub mod transfer;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,8 +34,9 @@ use crate::protocol::{AnnouncedQueue, ClaimRequest, HeartbeatRequest, QueueStatu
 use crate::shutdown::Shutdown;
 use client::{Claimed, ClientError, JobSideClient};
 use delivery::{Outcome, Queue, Worker};
-use hotfolder::Hotfolder;
+use hotfolder::{Hotfolder, MIN_FREE_SPACE};
 use journal::Journal;
+use journal_lock::JournalLock;
 use pickup::PickupWatch;
 use reporter::Reporter;
 
@@ -57,6 +61,8 @@ pub struct Agent {
     pickup: PickupWatch,
     /// How many dropped files have stalled in each queue, at the last look.
     stalled: HashMap<String, usize>,
+    /// Held while the agent runs: no second agent may use the journal.
+    _lock: JournalLock,
 }
 
 /// A claim on its way, with the request and when it was sent: the server may hold it
@@ -86,12 +92,8 @@ impl Agent {
         client: JobSideClient,
         shutdown: Shutdown,
     ) -> anyhow::Result<Agent> {
-        std::fs::create_dir_all(&config.agent.state_dir).map_err(|err| {
-            anyhow::anyhow!(
-                "cannot create agent.state_dir {}: {err}",
-                config.agent.state_dir.display()
-            )
-        })?;
+        state_dir::create(&config.agent.state_dir)?;
+        let lock = JournalLock::acquire(&config.agent.state_dir)?;
         let journal = Arc::new(Journal::open(&config.agent.state_dir)?);
         if let Some(other) = journal.bind_server(config.server.url.as_str())? {
             anyhow::bail!(
@@ -102,12 +104,13 @@ impl Agent {
                 config.server.url
             );
         }
+        let instance = journal.instance()?;
         let queues: Vec<Queue> = config
             .queues
             .iter()
             .map(|queue| Queue {
                 config: queue.clone(),
-                hotfolder: Hotfolder::new(&queue.hotfolder),
+                hotfolder: Hotfolder::new(&queue.hotfolder, &instance),
             })
             .collect();
         let reports = Arc::new(Notify::new());
@@ -128,6 +131,7 @@ impl Agent {
             reports,
             active: Mutex::new(HashSet::new()),
             transfer_slots: Semaphore::new(config.agent.concurrency),
+            journal_trouble: Mutex::new(None),
         });
         Ok(Agent {
             config,
@@ -136,6 +140,7 @@ impl Agent {
             ready: Vec::new(),
             pickup,
             stalled: HashMap::new(),
+            _lock: lock,
         })
     }
 
@@ -150,7 +155,7 @@ impl Agent {
     /// Removes staged files that belong to no unfinished delivery: left by a crash, or
     /// written by a transfer that was still finishing when its delivery stopped.
     fn clear_staging(&self, unfinished: &[journal::Entry]) {
-        let keep: HashSet<PathBuf> = unfinished
+        let keep: HashSet<String> = unfinished
             .iter()
             .filter_map(|entry| {
                 let queue = self
@@ -160,7 +165,7 @@ impl Agent {
                     .find(|q| q.config.name == entry.delivery.queue)?;
                 Some(
                     (0..entry.delivery.files.len())
-                        .map(|index| queue.hotfolder.staging_path(&entry.delivery.id, index)),
+                        .map(|index| queue.hotfolder.staged_name(&entry.delivery.id, index)),
                 )
             })
             .flatten()
@@ -292,13 +297,33 @@ impl Agent {
         Ok(())
     }
 
+    /// Why no work can be recorded now, if none can: the journal cannot be written or
+    /// its folder is full. Checked at every heartbeat; clears itself once fixed.
+    fn journal_problem(&self) -> Option<String> {
+        let state_dir = &self.config.agent.state_dir;
+        let problem = match (self.worker.journal.check_writable(), fs4::available_space(state_dir)) {
+            (Err(err), _) => Some(format!("cannot write the journal: {err}")),
+            (Ok(()), Ok(free)) if free < MIN_FREE_SPACE => Some(format!(
+                "agent.state_dir {} is full: {free} bytes free, the journal needs at least {MIN_FREE_SPACE}",
+                state_dir.display()
+            )),
+            _ => None,
+        };
+        self.worker.set_journal_trouble(problem.clone());
+        problem
+    }
+
     /// Each queue's state as the heartbeat announces it.
     fn announce(&self) -> Vec<AnnouncedQueue> {
+        let journal_problem = self.journal_problem();
         self.worker
             .queues
             .iter()
             .map(|queue| {
-                let (mut status, mut detail) = queue.hotfolder.probe();
+                let (mut status, mut detail) = match &journal_problem {
+                    Some(problem) => (QueueStatus::Unavailable, Some(problem.clone())),
+                    None => queue.hotfolder.probe(),
+                };
                 let stalled = self.stalled.get(&queue.config.name).copied().unwrap_or(0);
                 if status == QueueStatus::Ready && stalled > 0 {
                     status = QueueStatus::Stalled;
@@ -373,7 +398,7 @@ impl Agent {
     /// With a backlog the server is asked to answer at once, else to hold the claim.
     fn start_claim(&self, busy: usize, backlog: bool) -> Option<PendingClaim> {
         let free = self.config.agent.concurrency.saturating_sub(busy);
-        if free == 0 || self.ready.is_empty() {
+        if free == 0 || self.ready.is_empty() || self.worker.journal_trouble().is_some() {
             return None;
         }
         let long_poll = self.config.server.long_poll;

@@ -201,7 +201,7 @@ struct StagingWriter {
 impl StagingWriter {
     fn new(file: std::fs::File) -> io::Result<StagingWriter> {
         let position = file.metadata()?.len();
-        let direct = position % ALIGN as u64 == 0 && set_direct(&file, true);
+        let direct = position.is_multiple_of(ALIGN as u64) && set_direct(&file, true);
         Ok(StagingWriter {
             file,
             position,
@@ -213,7 +213,7 @@ impl StagingWriter {
     /// Appends one buffer's bytes. Only the last one can be short of a whole number
     /// of blocks; it goes through the page cache.
     fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        if self.direct && bytes.len() % ALIGN != 0 {
+        if self.direct && !bytes.len().is_multiple_of(ALIGN) {
             self.direct = !set_direct(&self.file, false);
         }
         match self.file.write_all(bytes) {

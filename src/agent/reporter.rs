@@ -30,6 +30,13 @@ const PARALLEL: usize = 8;
 /// How often the outbox is looked at even when nothing woke the reporter.
 const IDLE_CHECK: Duration = Duration::from_secs(60);
 
+/// First pause before a report whose answer could not be read is sent again; it
+/// doubles with each try, up to [`MAX_UNREADABLE_PAUSE`].
+const UNREADABLE_PAUSE: Duration = Duration::from_secs(1);
+
+/// Longest pause between tries of a report whose answers cannot be read.
+const MAX_UNREADABLE_PAUSE: Duration = Duration::from_secs(15 * 60);
+
 /// The sender of journaled reports.
 pub struct Reporter {
     pub client: JobSideClient,
@@ -46,7 +53,7 @@ impl Reporter {
             let wait = match self.flush().await {
                 Ok(()) => {
                     pause = Duration::from_secs(1);
-                    IDLE_CHECK
+                    self.until_next_due().unwrap_or(IDLE_CHECK).min(IDLE_CHECK)
                 }
                 Err(err) => {
                     debug!("reports wait for the server: {err}; next try in {pause:?}");
@@ -61,6 +68,12 @@ impl Reporter {
                 _ = tokio::time::sleep(wait) => {}
             }
         }
+    }
+
+    /// How long until a report held back after an unreadable answer is due again.
+    fn until_next_due(&self) -> Option<Duration> {
+        let due = self.journal.next_report_due().ok()??;
+        Some(Duration::try_from(due - OffsetDateTime::now_utc()).unwrap_or(Duration::ZERO))
     }
 
     /// Sends every queued report. Reports of one delivery go in order; those of
@@ -135,8 +148,28 @@ impl Reporter {
                     }
                     done.push(report);
                 }
+                Err(err @ ClientError::BadResponse(_)) => {
+                    // The server took the request but its answer makes no sense: send it
+                    // again later, with a growing pause, and let the others go on.
+                    let pause = UNREADABLE_PAUSE
+                        .saturating_mul(1 << report.attempts.min(16))
+                        .min(MAX_UNREADABLE_PAUSE);
+                    warn!(delivery = %report.delivery, kind = ?report.kind, attempts = report.attempts + 1,
+                        "the server's answer to the report cannot be read; sending it again in {}: {err}",
+                        humantime::format_duration(pause));
+                    let retry_at = OffsetDateTime::now_utc() + pause;
+                    if let Err(journal) =
+                        self.journal
+                            .report_failed(&report, &err.to_string(), Some(retry_at))
+                    {
+                        error!("{journal}");
+                    }
+                    return (done, None);
+                }
                 Err(err) => {
-                    if let Err(journal) = self.journal.report_failed(&report, &err.to_string()) {
+                    if let Err(journal) =
+                        self.journal.report_failed(&report, &err.to_string(), None)
+                    {
                         error!("{journal}");
                     }
                     return (done, Some(err));

@@ -3,19 +3,20 @@
 //! from the bytes already staged after an interruption. Memory stays flat whatever the
 //! file's size.
 
-use std::path::Path;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
 
 use reqwest::header;
 use reqwest::StatusCode;
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncReadExt;
 use tracing::{debug, info};
 
 use super::check::CheckedFile;
 use super::client::{error_chain, ClientError, JobSideClient};
-use super::hotfolder::{Hotfolder, MIN_FREE_SPACE};
+use super::hotfolder::MIN_FREE_SPACE;
 use super::journal::Journal;
 use super::pipeline::Pipeline;
+use super::staging::{StagingDir, STAGING_DIR};
 
 /// Size of the reads when hashing a staged prefix.
 const READ_BUFFER: usize = 1024 * 1024;
@@ -54,43 +55,49 @@ pub struct Progress<'a> {
     pub etag: Option<String>,
 }
 
-/// Stages `file` at `staging` in `hotfolder`, continuing from what is staged already,
-/// and checks it. On a mismatch or a local error the staging file is removed, so the
-/// next attempt starts clean; on a network error it is kept, so the next one resumes.
-pub async fn fetch(
+/// Stages `file` as `name` in `staging`, continuing from what is staged already, and
+/// checks it. On a mismatch or a local error the staged file is removed, so the next
+/// attempt starts clean; on a network error it is kept, so the next one resumes.
+pub(crate) async fn fetch(
     client: &JobSideClient,
-    hotfolder: &Hotfolder,
+    staging: &StagingDir,
+    name: &str,
     file: &CheckedFile,
-    staging: &Path,
     progress: &mut Progress<'_>,
 ) -> Result<Verified, TransferError> {
-    let result = fetch_once(client, hotfolder, file, staging, progress).await;
+    let result = fetch_once(client, staging, name, file, progress).await;
     if matches!(
         result,
         Err(TransferError::Mismatch(_) | TransferError::Local(_))
     ) {
-        let _ = tokio::fs::remove_file(staging).await;
+        let _ = staging.remove(name);
     }
     result
 }
 
 async fn fetch_once(
     client: &JobSideClient,
-    hotfolder: &Hotfolder,
+    staging: &StagingDir,
+    name: &str,
     file: &CheckedFile,
-    staging: &Path,
     progress: &mut Progress<'_>,
 ) -> Result<Verified, TransferError> {
     let local = |err: std::io::Error| {
-        TransferError::Local(format!("cannot write {}: {err}", staging.display()))
+        TransferError::Local(format!(
+            "cannot write {}/{STAGING_DIR}/{name}: {err}",
+            staging.root_path().display()
+        ))
     };
     let size = file.size;
-    let (mut hasher, mut offset) = hash_staged_prefix(staging, size).await.map_err(local)?;
+    // Opened or created here, on this task, never on a thread that could outlive a
+    // cancelled transfer: a file created after its delivery stopped would be left behind.
+    let staged = open_or_create(staging, name, size).map_err(local)?;
+    let (staged, mut hasher, mut offset) = hash_staged_prefix(staged).await.map_err(local)?;
     if offset == size {
         debug!(file = %file.name, "already staged whole; checking it");
         return finish(hasher, offset, size, &file.sha256);
     }
-    check_space(hotfolder, size - offset)?;
+    check_space(staging, size - offset)?;
 
     let mut response = client
         .download(&file.url, offset, progress.etag.as_deref())
@@ -113,6 +120,7 @@ async fn fetch_once(
         }
         _ if offset > 0 => {
             info!(file = %file.name, staged = offset, "the server sent the whole file; starting over");
+            staged.set_len(0).map_err(local)?;
             hasher = Sha256::new();
             offset = 0;
         }
@@ -137,17 +145,9 @@ async fn fetch_once(
             )));
         }
     }
-    let staged_file = tokio::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .append(offset > 0)
-        .truncate(offset == 0)
-        .open(staging)
-        .await
-        .map_err(local)?
-        .into_std()
-        .await;
-    let mut pipeline = Pipeline::start(staged_file, hasher).map_err(local)?;
+    let mut staged = staged;
+    staged.seek(SeekFrom::Start(offset)).map_err(local)?;
+    let mut pipeline = Pipeline::start(staged, hasher).map_err(local)?;
     let mut received = offset;
     let mut recorded = offset;
     let broke_off = loop {
@@ -189,41 +189,46 @@ async fn fetch_once(
     finish(hasher, received, size, &file.sha256)
 }
 
-/// Hashes what is already staged, so a resumed transfer verifies the whole file.
-/// A staged file longer than the promised size is garbage and is started over.
-async fn hash_staged_prefix(staging: &Path, size: u64) -> std::io::Result<(Sha256, u64)> {
-    let mut hasher = Sha256::new();
-    let mut file = match tokio::fs::File::open(staging).await {
-        Ok(file) => file,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok((hasher, 0)),
-        Err(err) => return Err(err),
-    };
-    let staged = file.metadata().await?.len();
-    if staged > size {
-        drop(file);
-        tokio::fs::remove_file(staging).await?;
-        return Ok((hasher, 0));
-    }
-    let mut buffer = vec![0; READ_BUFFER];
-    let mut read = 0;
-    while read < staged {
-        let n = file.read(&mut buffer).await?;
-        if n == 0 {
-            break;
+/// The staged file to carry on with, or a new one. One longer than the promised size
+/// is garbage and is started over.
+fn open_or_create(staging: &StagingDir, name: &str, size: u64) -> std::io::Result<File> {
+    if let Some(staged) = staging.open_staged(name)? {
+        if staged.metadata()?.len() <= size {
+            return Ok(staged);
         }
-        hasher.update(&buffer[..n]);
-        read += n as u64;
+        staging.remove(name)?;
     }
-    Ok((hasher, read))
+    staging.create(name)
+}
+
+/// Hashes what is already staged, so a resumed transfer verifies the whole file. Runs
+/// on a blocking thread: a prefix can be gigabytes.
+async fn hash_staged_prefix(mut staged: File) -> std::io::Result<(File, Sha256, u64)> {
+    tokio::task::spawn_blocking(move || {
+        let mut hasher = Sha256::new();
+        let mut buffer = vec![0; READ_BUFFER];
+        let mut read = 0;
+        loop {
+            let n = staged.read(&mut buffer)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buffer[..n]);
+            read += n as u64;
+        }
+        Ok((staged, hasher, read))
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 /// Refuses a transfer that would leave the hotfolder's disk all but full.
-fn check_space(hotfolder: &Hotfolder, needed: u64) -> Result<(), TransferError> {
-    match hotfolder.available_space() {
-        Ok(free) if free < needed.saturating_add(MIN_FREE_SPACE) => {
+fn check_space(staging: &StagingDir, needed: u64) -> Result<(), TransferError> {
+    match staging.space_and_name_max() {
+        Ok((free, _)) if free < needed.saturating_add(MIN_FREE_SPACE) => {
             Err(TransferError::Local(format!(
             "not enough space in hotfolder {}: the file needs {needed} more bytes, {free} are free",
-            hotfolder.root().display()
+            staging.root_path().display()
         )))
         }
         _ => Ok(()),

@@ -1,13 +1,11 @@
 //! Untrusted metadata from the server (PROTOCOL.md, "Bad input"): every bad case fails
 //! its delivery for good, with a reason naming the problem, and writes nothing.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::routing::post;
-use axum::Json;
 use serde_json::{json, Value};
 
+use crate::scripted::{ScriptedServer, Seen};
 use crate::support::*;
 
 /// Sends one job per case and checks that each fails with `retryable: false`, a reason
@@ -133,61 +131,33 @@ async fn every_bad_case_fails_its_delivery_and_writes_nothing() {
 /// for good, and the agent carries on.
 #[tokio::test]
 async fn a_delivery_with_a_missing_field_is_failed_by_id() {
-    let fails: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
-    let recorder = fails.clone();
-    let claims = Arc::new(Mutex::new(0));
-    let app = axum::Router::new()
-        .route(
-            "/api/v1/agent/heartbeat",
-            post(|| async { Json(json!({"server_time": "2026-11-21T10:00:00Z", "check_interval_s": null, "extra": 1})) }),
-        )
-        .route(
-            "/api/v1/agent/claim",
-            post(move || {
-                let claims = claims.clone();
-                async move {
-                    let mut count = claims.lock().unwrap();
-                    *count += 1;
-                    let deliveries = if *count == 1 {
-                        json!([{
-                            "id": "d-77", "queue": "indigo-7900", "lease_expires_at": "2099-01-01T00:00:00Z",
-                            "job": {"id": "J-1", "name": "Cards", "order_number": null, "send_count": 1},
-                            "files": [{"name": "cards.pdf", "size": 4, "url": "/api/v1/agent/files/F-1"}]
-                        }])
-                    } else {
-                        json!([])
-                    };
-                    Json(json!({ "deliveries": deliveries }))
-                }
-            }),
-        )
-        .route(
-            "/api/v1/agent/deliveries/{id}/fail",
-            post(move |axum::extract::Path(id): axum::extract::Path<String>, Json(body): Json<Value>| {
-                let recorder = recorder.clone();
-                async move {
-                    recorder.lock().unwrap().push((id, body));
-                    Json(json!({}))
-                }
-            }),
-        );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-
+    let server = ScriptedServer::builder()
+        .claim_deliveries(vec![json!({
+            "id": "d-77", "queue": "indigo-7900", "lease_expires_at": "2099-01-01T00:00:00Z",
+            "job": {"id": "J-1", "name": "Cards", "order_number": null, "send_count": 1},
+            "files": [{"name": "cards.pdf", "size": 4, "url": "/api/v1/agent/files/F-1"}]
+        })])
+        .start()
+        .await;
     let floor = Floor::new(&["indigo"]);
-    let agent = RunningAgent::start(&one_queue_config(&url, &floor, ""));
-    let (id, body) = wait_until(
+    let agent = RunningAgent::start(&one_queue_config(&server.url, &floor, ""));
+    let fail = wait_until(
         "the malformed delivery to be failed",
         Duration::from_secs(10),
-        || async { fails.lock().unwrap().first().cloned() },
+        || {
+            std::future::ready(
+                server
+                    .seen_ending("/deliveries/d-77/fail")
+                    .first()
+                    .map(Seen::json),
+            )
+        },
     )
     .await;
-    assert_eq!(id, "d-77");
-    assert_eq!(body["retryable"], json!(false));
+    assert_eq!(fail["retryable"], json!(false));
     assert!(
-        body["reason"].as_str().unwrap().contains("sha256"),
-        "{body}"
+        fail["reason"].as_str().unwrap().contains("sha256"),
+        "{fail}"
     );
     assert!(visible_files(&floor.path("indigo")).is_empty());
     agent.stop().await;

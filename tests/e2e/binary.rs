@@ -161,6 +161,28 @@ fn check_config_refuses_each_bad_config_naming_the_key() {
             valid.replace(&token_line, "token = \"unterminated\n"),
             &["line 3"],
         ),
+        (
+            valid.replace(&token_line, &format!("Token = \"{SECRET}\"\n")),
+            &["unknown field", "Token", "line 3"],
+        ),
+        (
+            valid.replace(&token_line, &format!("tokn = \"{SECRET}\"\n")),
+            &["unknown field", "tokn", "line 3"],
+        ),
+        (
+            valid.replace(
+                "url = \"https://jobs.example.com\"\n",
+                &format!("url = \"https://jobs.example.com\" token = \"{SECRET}\"\n"),
+            ),
+            &["line 2"],
+        ),
+        (
+            valid.replace(
+                "https://jobs.example.com",
+                &format!("https://jobs example.com/{SECRET}"),
+            ),
+            &["server.url"],
+        ),
     ];
     for (text, expected) in cases {
         let (ok, output) = check_config(dir.path(), &text);
@@ -173,6 +195,37 @@ fn check_config_refuses_each_bad_config_naming_the_key() {
         }
         assert!(!output.contains(SECRET), "the token leaked:\n{output}");
     }
+}
+
+#[test]
+fn check_config_warns_of_a_token_others_can_read_and_of_plain_http() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "from-file\n").unwrap();
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let text = valid_config(dir.path())
+        .replace(
+            &format!("token = \"{SECRET}\"\n"),
+            &format!("token_file = {:?}\n", token_file.display().to_string()),
+        )
+        .replace("https://jobs.example.com", "http://jobs.example.com");
+    let (ok, output) = check_config(dir.path(), &text);
+    assert!(ok, "{output}");
+    assert!(
+        output.contains("warning") && output.contains("can be read by every user"),
+        "{output}"
+    );
+    assert!(
+        output.contains("plain http") && output.contains("jobs.example.com"),
+        "{output}"
+    );
+
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let loopback = text.replace("http://jobs.example.com", "http://127.0.0.1:8470");
+    let (ok, output) = check_config(dir.path(), &loopback);
+    assert!(ok, "{output}");
+    assert!(!output.contains("warning"), "{output}");
 }
 
 #[test]
@@ -215,26 +268,20 @@ async fn sigterm_stops_the_agent_cleanly_mid_transfer() {
         .unwrap();
     let owner = operator(&server, "owner");
     wait_connected(&owner, &["indigo-7900"]).await;
+    // 64 MiB at 4 MiB/s: the transfer is certainly under way, and not finished, when
+    // the signal comes.
+    set_faults(&owner, json!({"bytes_per_second": 4 * 1024 * 1024})).await;
     let big = vec![7u8; 64 * 1024 * 1024];
-    let job = owner
-        .create_job("Big poster", None, &["indigo-7900".to_string()])
-        .await
-        .unwrap();
-    owner.upload(&job, "poster.pdf", big).await.unwrap();
-    owner
-        .post(&format!("/jobs/{job}/approve"), json!({}))
-        .await
-        .unwrap();
-    owner.send(std::slice::from_ref(&job), None).await.unwrap();
+    send_file(&owner, "Big poster", "indigo-7900", "poster.pdf", big).await;
+    let hotfolder = floor.path("indigo");
     wait_until(
-        "the delivery to be leased",
-        Duration::from_secs(10),
-        || async {
-            deliveries(&owner)
-                .await
-                .iter()
-                .any(|d| d["state"] == json!("leased"))
-                .then_some(())
+        "the transfer to be under way",
+        Duration::from_secs(20),
+        || {
+            let staged = staged_files(&hotfolder).into_iter().any(|name| {
+                std::fs::metadata(hotfolder.join(".tbot").join(name)).is_ok_and(|m| m.len() > 0)
+            });
+            std::future::ready(staged.then_some(()))
         },
     )
     .await;
@@ -252,20 +299,20 @@ async fn sigterm_stops_the_agent_cleanly_mid_transfer() {
     assert!(output.status.success(), "exit {:?}\n{log}", output.status);
     assert!(log.contains("SIGTERM"), "{log}");
     assert!(!log.contains(TOKEN), "the token leaked into the log");
-    let files = visible_files(&floor.path("indigo"));
-    // Either the drop finished before the signal, whole, or nothing is visible.
-    for name in &files {
-        assert_eq!(
-            std::fs::metadata(floor.path("indigo").join(name))
-                .unwrap()
-                .len(),
-            64 * 1024 * 1024
-        );
-    }
+    assert!(visible_files(&hotfolder).is_empty(), "{log}");
     assert!(
-        staged_files(&floor.path("indigo")).is_empty(),
-        "staging left behind"
+        staged_files(&hotfolder).is_empty(),
+        "staging left behind\n{log}"
     );
+    // Handed back: the server was told, and the delivery waits for the next agent.
+    let fails: Vec<_> = requests(&owner)
+        .await
+        .into_iter()
+        .filter(|r| r["path"] == json!("/api/v1/agent/deliveries/d-1/fail"))
+        .collect();
+    assert_eq!(fails.len(), 1, "{fails:?}");
+    assert_eq!(fails[0]["status"], json!(200));
+    assert_eq!(deliveries(&owner).await[0]["state"], json!("pending"));
     server.stop().await;
 }
 

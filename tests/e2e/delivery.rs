@@ -2,12 +2,11 @@
 //! rule, and bad bytes never land.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::http::HeaderMap;
 use serde_json::json;
 
+use crate::scripted::ScriptedServer;
 use crate::support::*;
 
 #[tokio::test]
@@ -271,25 +270,11 @@ async fn two_agents_serving_one_queue_drop_each_delivery_once() {
 #[tokio::test]
 async fn a_file_on_another_host_is_fetched_without_the_token() {
     // A stand-in for object storage on another origin, recording what it is sent.
-    let seen: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
-    let recorder = seen.clone();
-    let storage = axum::Router::new().route(
-        "/bucket/plate.tif",
-        axum::routing::get(move |headers: HeaderMap| {
-            let recorder = recorder.clone();
-            async move {
-                let auth = headers
-                    .get("authorization")
-                    .and_then(|v| v.to_str().ok())
-                    .map(String::from);
-                recorder.lock().unwrap().push(auth);
-                "plate bytes"
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let storage_url = format!("http://{}/bucket/plate.tif", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, storage).await });
+    let storage = ScriptedServer::builder()
+        .file("/bucket/plate.tif", b"plate bytes".to_vec(), Duration::ZERO)
+        .start()
+        .await;
+    let storage_url = format!("{}/bucket/plate.tif", storage.url);
 
     let server = start_server(|_| {}).await;
     let floor = Floor::new(&["ctp"]);
@@ -319,10 +304,10 @@ async fn a_file_on_another_host_is_fetched_without_the_token() {
         std::fs::read_to_string(floor.path("ctp").join(format!("{job}_plate.tif"))).unwrap(),
         "plate bytes"
     );
-    let seen = seen.lock().unwrap().clone();
+    let seen = storage.seen();
     assert!(!seen.is_empty(), "the storage host was never asked");
     assert!(
-        seen.iter().all(Option::is_none),
+        seen.iter().all(|request| request.authorization.is_none()),
         "the token went to another host: {seen:?}"
     );
     agent.stop().await;
@@ -404,5 +389,17 @@ async fn the_files_of_a_delivery_transfer_side_by_side() {
     let hotfolder = setup.floor.path("indigo");
     let most = most_downloading_until_visible(&hotfolder, 256 * 1024, 3).await;
     assert_eq!(most, 3, "separations downloading at once");
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn an_empty_file_is_dropped_and_reported_like_any_other() {
+    let setup = OneQueue::start("").await;
+    let (floor, owner) = (&setup.floor, &setup.owner);
+    let job = send_file(owner, "Blank", "indigo-7900", "blank.pdf", Vec::new()).await;
+    wait_deliveries_settled(owner, &["completed"]).await;
+    let dropped = floor.path("indigo").join(format!("{job}_blank.pdf"));
+    assert_eq!(std::fs::metadata(&dropped).unwrap().len(), 0);
+    assert!(staged_files(&floor.path("indigo")).is_empty());
     setup.stop().await;
 }

@@ -29,9 +29,17 @@ async fn a_job_sent_between_checks_starts_at_once_with_long_polling() {
     let agent = RunningAgent::start(&config(&server.url(), &floor, "5m"));
     let owner = operator(&server, "owner");
     wait_connected(&owner, &["indigo-7900"]).await;
-    // Give the agent time to open its long poll, then send: only the held claim can
+    // Once the agent's claim is held open on the server, send: only that claim can
     // pick the job up, the next check is five minutes away.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_until(
+        "the claim to be held open",
+        Duration::from_secs(10),
+        || async {
+            let held = owner.get("/requests").await.ok()?["held_claims"].as_u64()?;
+            (held >= 1).then_some(())
+        },
+    )
+    .await;
     let job = send_file(
         &owner,
         "Urgent",
@@ -84,16 +92,20 @@ async fn a_server_that_does_not_hold_claims_is_served_at_the_check_interval() {
         },
     )
     .await;
+    // Three more claims come at the next checks (the wait fails if the checks stop),
+    // and no sooner than checks a second apart allow.
     let before = claims(&requests(&owner).await);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let during = claims(&requests(&owner).await) - before;
+    let started = std::time::Instant::now();
+    wait_until(
+        "three more claims at the checks",
+        Duration::from_secs(20),
+        || async { (claims(&requests(&owner).await) >= before + 3).then_some(()) },
+    )
+    .await;
+    let took = started.elapsed();
     assert!(
-        during <= 6,
-        "{during} claims in 3 s with a 1 s check interval: a busy loop"
-    );
-    assert!(
-        during >= 2,
-        "{during} claims in 3 s with a 1 s check interval: the checks stopped"
+        took >= Duration::from_millis(1500),
+        "3 claims in {took:?} with a 1 s check interval: a busy loop"
     );
     agent.stop().await;
     server.stop().await;

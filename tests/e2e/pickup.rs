@@ -32,8 +32,8 @@ async fn a_file_the_device_takes_is_reported_picked_up() {
         dropped.exists().then_some(())
     })
     .await;
-    assert!(events(owner).await.is_empty());
 
+    let taken_at = time::OffsetDateTime::now_utc();
     std::fs::remove_file(&dropped).unwrap();
     let seen = wait_until(
         "the pick-up to be reported",
@@ -44,8 +44,18 @@ async fn a_file_the_device_takes_is_reported_picked_up() {
         },
     )
     .await;
+    // One event, and only once the file was gone: never while it sat there.
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(seen[0]["event"], json!("picked_up"));
+    let at = time::OffsetDateTime::parse(
+        seen[0]["at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert!(
+        at >= taken_at - time::Duration::seconds(1),
+        "reported at {at}, taken at {taken_at}"
+    );
     assert_eq!(seen[0]["path"], json!(format!("{job}_taken.pdf")));
     setup.stop().await;
 }

@@ -4,9 +4,11 @@
 use std::time::Duration;
 
 use serde_json::json;
+use tbot::agent::journal::{Journal, Step};
 use tbot::mockserver::MockServer;
 use tbot::operator_client::OperatorClient;
 
+use crate::scripted::{delivery, Answer, ScriptedServer, Seen};
 use crate::support::*;
 
 /// A mock server and the agent as a process serving `indigo-7900`, connected.
@@ -148,87 +150,39 @@ async fn corrupted_bytes_are_thrown_away_and_fetched_again() {
 /// nothing is dropped and nothing is reported (another agent has it now).
 #[tokio::test]
 async fn a_lost_lease_stops_the_delivery_and_drops_nothing() {
-    use axum::routing::{get, post};
-    use axum::Json;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
-
-    let reports = Arc::new(AtomicUsize::new(0));
-    let renewals = Arc::new(AtomicUsize::new(0));
-    let claimed = Arc::new(AtomicUsize::new(0));
-    let size = 2 * 1024 * 1024;
-    let (r1, r2, c) = (reports.clone(), reports.clone(), claimed.clone());
-    let renewed = renewals.clone();
-    let app = axum::Router::new()
-        .route("/api/v1/agent/heartbeat", post(|| async { Json(json!({"server_time": "2026-11-21T10:00:00Z"})) }))
-        .route(
-            "/api/v1/agent/claim",
-            post(move || {
-                let c = c.clone();
-                async move {
-                    if c.fetch_add(1, Ordering::SeqCst) > 0 {
-                        return Json(json!({"deliveries": []}));
-                    }
-                    let expires = (time::OffsetDateTime::now_utc() + time::Duration::seconds(3))
-                        .format(&time::format_description::well_known::Rfc3339)
-                        .unwrap();
-                    Json(json!({"deliveries": [{
-                        "id": "d-5", "queue": "indigo-7900", "lease_expires_at": expires,
-                        "job": {"id": "J-5", "name": "Slow", "order_number": null, "send_count": 1},
-                        "files": [{"name": "slow.pdf", "size": size, "sha256": "a".repeat(64), "url": "/api/v1/agent/files/F-5"}]
-                    }]}))
-                }
-            }),
-        )
-        .route(
-            "/api/v1/agent/deliveries/{id}/renew",
-            post(move || {
-                let renewed = renewed.clone();
-                async move {
-                    renewed.fetch_add(1, Ordering::SeqCst);
-                    (axum::http::StatusCode::CONFLICT, Json(json!({"error": {"code": "lease_lost", "message": "leased to another agent"}})))
-                }
-            }),
-        )
-        .route("/api/v1/agent/deliveries/{id}/complete", post(move || async move { r1.fetch_add(1, Ordering::SeqCst); Json(json!({})) }))
-        .route("/api/v1/agent/deliveries/{id}/fail", post(move || async move { r2.fetch_add(1, Ordering::SeqCst); Json(json!({})) }))
-        .route(
-            "/api/v1/agent/files/F-5",
-            get(move || async move {
-                // 64 KiB every 100 ms: the transfer outlasts the first renewal.
-                let stream = futures_util::stream::unfold(0usize, move |sent| async move {
-                    if sent >= size {
-                        return None;
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    Some((Ok::<_, std::io::Error>(axum::body::Bytes::from(vec![1u8; 64 * 1024])), sent + 64 * 1024))
-                });
-                ([(axum::http::header::CONTENT_LENGTH, size.to_string())], axum::body::Body::from_stream(stream))
-            }),
-        );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-
+    // The file answers after 5 s, so the transfer outlasts the first renewal, which the
+    // server refuses: the lease went to another agent.
+    let bytes = sample_bytes(2 * 1024 * 1024, 5);
+    let lost = json!({"error": {"code": "lease_lost", "message": "leased to another agent"}});
+    let server = ScriptedServer::builder()
+        .file("/f/slow", bytes.clone(), Duration::from_secs(5))
+        .renewals_then(Answer::json(409, lost))
+        .claim_deliveries(vec![delivery(
+            "d-5",
+            time::OffsetDateTime::now_utc() + time::Duration::seconds(3),
+            &[("slow.pdf", "/f/slow", &bytes)],
+        )])
+        .start()
+        .await;
     let floor = Floor::new(&["indigo"]);
-    let agent = RunningAgent::start(&one_queue_config(&url, &floor, ""));
+    let agent = RunningAgent::start(&one_queue_config(&server.url, &floor, ""));
     wait_until(
-        "the lease to be renewed and refused",
+        "the delivery to end with its lease lost",
         Duration::from_secs(10),
-        || async { (renewals.load(Ordering::SeqCst) > 0).then_some(()) },
+        || {
+            let step = Journal::open_read_only(&floor.path("state"))
+                .ok()
+                .and_then(|journal| journal.entry("d-5").ok().flatten())
+                .map(|entry| entry.step);
+            std::future::ready((step == Some(Step::LeaseLost)).then_some(()))
+        },
     )
     .await;
-    wait_until(
-        "the staged bytes to be removed",
-        Duration::from_secs(10),
-        || async { staged_files(&floor.path("indigo")).is_empty().then_some(()) },
-    )
-    .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!server.seen_ending("/d-5/renew").is_empty());
+    assert!(staged_files(&floor.path("indigo")).is_empty());
     assert!(visible_files(&floor.path("indigo")).is_empty());
-    assert_eq!(
-        reports.load(Ordering::SeqCst),
-        0,
+    assert!(
+        server.seen_ending("/complete").is_empty() && server.seen_ending("/fail").is_empty(),
         "a delivery whose lease is lost is not reported"
     );
     agent.stop().await;
@@ -333,7 +287,7 @@ async fn a_missing_hotfolder_makes_its_queue_unavailable_until_it_is_back() {
         b"waiting".to_vec(),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    two_more_checks(owner).await;
     assert_eq!(
         deliveries(owner).await[0]["state"],
         json!("pending"),
@@ -351,32 +305,6 @@ async fn a_missing_hotfolder_makes_its_queue_unavailable_until_it_is_back() {
         json!("ready")
     );
     setup.stop().await;
-}
-
-/// A small tmpfs as the hotfolder, so the disk can really fill up. Needs root (CI and
-/// this project's machines run as root); elsewhere the test says so and passes.
-struct SmallDisk {
-    path: std::path::PathBuf,
-}
-
-impl SmallDisk {
-    fn mount(path: std::path::PathBuf, size: &str) -> Option<SmallDisk> {
-        std::fs::create_dir_all(&path).unwrap();
-        let mounted = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&path)
-            .status()
-            .is_ok_and(|s| s.success());
-        mounted.then_some(SmallDisk { path })
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg(&self.path)
-            .status();
-    }
 }
 
 #[tokio::test]
@@ -575,94 +503,43 @@ async fn a_server_that_goes_down_and_comes_back_loses_no_report_and_floods_no_lo
 /// report was lost and the lease ran out) gets it reported, not dropped a second time.
 #[tokio::test]
 async fn a_delivery_handed_out_again_after_its_drop_is_reported_not_dropped_twice() {
-    use axum::extract::{Path, State};
-    use axum::routing::{get, post};
-    use axum::Json;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
-
-    #[derive(Default)]
-    struct Script {
-        claims_served: AtomicUsize,
-        completes: std::sync::Mutex<Vec<serde_json::Value>>,
-        complete_calls: AtomicUsize,
-    }
+    // The first `complete` is lost (503); the lease "expires" and the server hands the
+    // delivery out again, once the agent has tried to report it.
     let body = b"plate bytes".to_vec();
-    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body));
-    let delivery = json!({
-        "id": "d-9", "queue": "indigo-7900", "lease_expires_at": "2099-01-01T00:00:00Z",
-        "job": {"id": "J-9", "name": "Plates", "order_number": null, "send_count": 1},
-        "files": [{"name": "plate.tif", "size": body.len(), "sha256": sha, "url": "/api/v1/agent/files/F-9"}]
-    });
-    let script = Arc::new(Script::default());
-    let app = axum::Router::new()
-        .route(
-            "/api/v1/agent/heartbeat",
-            post(|| async { Json(json!({"server_time": "2026-11-21T10:00:00Z"})) }),
-        )
-        .route(
-            "/api/v1/agent/claim",
-            post(move |State(script): State<Arc<Script>>| {
-                let delivery = delivery.clone();
-                async move {
-                    // The first claim hands it out; once the agent has tried to report it
-                    // (the report is lost), the lease "expires" and it is handed out again.
-                    let served = script.claims_served.load(Ordering::SeqCst);
-                    let again = served == 1 && script.complete_calls.load(Ordering::SeqCst) > 0;
-                    if served == 0 || again {
-                        script.claims_served.fetch_add(1, Ordering::SeqCst);
-                        Json(json!({ "deliveries": [delivery] }))
-                    } else {
-                        Json(json!({ "deliveries": [] }))
-                    }
-                }
-            }),
-        )
-        .route(
-            "/api/v1/agent/deliveries/{id}/renew",
-            post(|| async { Json(json!({"lease_expires_at": "2099-01-01T00:00:00Z"})) }),
-        )
-        .route(
-            "/api/v1/agent/deliveries/{id}/complete",
-            post(
-                |State(script): State<Arc<Script>>,
-                 Path(_id): Path<String>,
-                 Json(report): Json<serde_json::Value>| async move {
-                    script.complete_calls.fetch_add(1, Ordering::SeqCst);
-                    if script.claims_served.load(Ordering::SeqCst) < 2 {
-                        return (
-                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                            Json(json!({"error": {"code": "down", "message": "lost"}})),
-                        );
-                    }
-                    script.completes.lock().unwrap().push(report);
-                    (
-                        axum::http::StatusCode::OK,
-                        Json(json!({"job_state": "sent_to_production"})),
-                    )
-                },
-            ),
-        )
-        .route(
-            "/api/v1/agent/files/F-9",
-            get(move || async move { body.clone() }),
-        )
-        .with_state(script.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-
+    let lease = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+    let mut d9 = delivery("d-9", lease, &[("plate.tif", "/f/9", &body)]);
+    d9["job"] = json!({"id": "J-9", "name": "Plates", "order_number": null, "send_count": 1});
+    let down = json!({"error": {"code": "down", "message": "lost"}});
+    let server = ScriptedServer::builder()
+        .file("/f/9", body, Duration::ZERO)
+        .claim_deliveries(vec![d9.clone()])
+        .claim_deliveries_after("/deliveries/d-9/complete", vec![d9])
+        .complete_once(Answer::json(503, down.clone()))
+        .complete_once(Answer::json(503, down.clone()))
+        .complete_once(Answer::json(503, down.clone()))
+        .complete_once(Answer::json(503, down))
+        .start()
+        .await;
     let floor = Floor::new(&["indigo"]);
-    let agent = RunningAgent::start(&one_queue_config(&url, &floor, ""));
+    let agent = RunningAgent::start(&one_queue_config(&server.url, &floor, ""));
     let report = wait_until(
-        "the complete report to arrive",
+        "the complete report to be taken",
         Duration::from_secs(30),
-        || async { script.completes.lock().unwrap().first().cloned() },
+        || {
+            let taken = server
+                .seen_ending("/deliveries/d-9/complete")
+                .get(4)
+                .map(Seen::json);
+            std::future::ready(taken)
+        },
     )
     .await;
-    assert_eq!(
-        script.claims_served.load(Ordering::SeqCst),
-        2,
+    let completes = server.seen_ending("/deliveries/d-9/complete");
+    assert!(
+        server
+            .seen_ending("/claim")
+            .iter()
+            .any(|claim| claim.at > completes[0].at && claim.at < completes[4].at),
         "the delivery was not handed out again"
     );
     assert_eq!(report["files"][0]["path"], json!("J-9_plate.tif"));
@@ -671,6 +548,7 @@ async fn a_delivery_handed_out_again_after_its_drop_is_reported_not_dropped_twic
         ["J-9_plate.tif"],
         "dropped twice"
     );
+    assert_eq!(server.seen_ending("/f/9").len(), 1, "fetched twice");
     agent.stop().await;
 }
 

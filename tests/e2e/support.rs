@@ -280,10 +280,11 @@ impl AgentProcess {
             .append(true)
             .open(&self.log)
             .expect("log file");
+        // Neither NO_COLOR nor a terminal: the log is a file, and must have no colour.
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_tbot"))
             .args(["run", "--config"])
             .arg(&self.config)
-            .env("NO_COLOR", "1")
+            .env_remove("NO_COLOR")
             .stdout(std::process::Stdio::null())
             .stderr(log)
             .spawn()
@@ -300,6 +301,11 @@ impl AgentProcess {
             .expect("kill runs");
         assert!(sent.success());
         child.wait().expect("agent ends")
+    }
+
+    /// The running agent's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("agent running").id()
     }
 
     pub fn restart(&mut self) {
@@ -325,6 +331,25 @@ impl Drop for AgentProcess {
 /// Sets the mock server's faults.
 pub async fn set_faults(owner: &OperatorClient, faults: Value) {
     owner.put("/faults", faults).await.expect("faults set");
+}
+
+/// How many heartbeats the server has answered.
+pub async fn heartbeats(owner: &OperatorClient) -> usize {
+    requests(owner)
+        .await
+        .iter()
+        .filter(|r| r["path"] == json!("/api/v1/agent/heartbeat"))
+        .count()
+}
+
+/// Waits until the agent has sent two more heartbeats, each a check in which it could
+/// have claimed.
+pub async fn two_more_checks(owner: &OperatorClient) {
+    let before = heartbeats(owner).await;
+    wait_until("two more checks", Duration::from_secs(20), || async {
+        (heartbeats(owner).await >= before + 2).then_some(())
+    })
+    .await;
 }
 
 /// The agent requests the mock server answered.
@@ -407,8 +432,21 @@ impl OneQueue {
         extra_queue_keys: &str,
         edit: impl FnOnce(String) -> String,
     ) -> OneQueue {
+        OneQueue::start_with(Floor::new(&["indigo"]), extra_queue_keys, edit).await
+    }
+
+    /// Like [`OneQueue::start`], on a floor the test prepared (its `indigo` hotfolder
+    /// may be a link, hold a planted staging folder, or be missing).
+    pub async fn start_on(floor: Floor, extra_queue_keys: &str) -> OneQueue {
+        OneQueue::start_with(floor, extra_queue_keys, |config| config).await
+    }
+
+    async fn start_with(
+        floor: Floor,
+        extra_queue_keys: &str,
+        edit: impl FnOnce(String) -> String,
+    ) -> OneQueue {
         let server = start_server(|_| {}).await;
-        let floor = Floor::new(&["indigo"]);
         let config = edit(one_queue_config(&server.url(), &floor, extra_queue_keys));
         let agent = RunningAgent::start(&config);
         let owner = operator(&server, "owner");
@@ -424,5 +462,31 @@ impl OneQueue {
     pub async fn stop(self) {
         self.agent.stop().await;
         self.server.stop().await;
+    }
+}
+
+/// A small tmpfs, so a disk can really fill up. Needs root (CI and
+/// this project's machines run as root); elsewhere the test says so and passes.
+pub struct SmallDisk {
+    pub path: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    pub fn mount(path: std::path::PathBuf, size: &str) -> Option<SmallDisk> {
+        std::fs::create_dir_all(&path).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then_some(SmallDisk { path })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(&self.path)
+            .status();
     }
 }

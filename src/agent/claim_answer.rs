@@ -1,0 +1,227 @@
+//! Reading a claim answer one delivery at a time. The server may lease us several
+//! deliveries in one answer; one of them with a string that is not valid UTF-8, a lone
+//! surrogate or a field of the wrong type must not make the others unreadable (they are
+//! leased to us, and would wait for their lease to run out), and the bad one must still
+//! be failed by its id. A JSON parser stops at the first such error, so the answer is
+//! first split into each delivery's bytes, which are then parsed on their own.
+
+use std::ops::Range;
+
+use crate::protocol::Delivery;
+
+/// Longest delivery id the protocol allows, in characters.
+const MAX_ID_CHARS: usize = 128;
+
+/// One delivery from a claim answer.
+#[derive(Debug, Clone)]
+pub enum Claimed {
+    /// Well-formed: ready for the check step.
+    Ready(Delivery),
+    /// Leased to us but not readable; it is failed by its id when it has a readable one.
+    Malformed { id: Option<String>, problem: String },
+}
+
+/// Reads the deliveries of a claim answer; `Err` when the answer as a whole is not a
+/// JSON object with a `deliveries` array.
+pub(crate) fn parse(body: &[u8]) -> Result<Vec<Claimed>, String> {
+    let members = object_members(body).ok_or("the claim answer is not a JSON object")?;
+    let list = members
+        .iter()
+        .find(|(key, _)| key == "deliveries")
+        .map(|(_, value)| value.clone())
+        .ok_or("the claim answer has no `deliveries`")?;
+    let list = &body[list];
+    let elements = array_elements(list).ok_or("`deliveries` is not a JSON array")?;
+    Ok(elements
+        .into_iter()
+        .map(|element| one(&list[element]))
+        .collect())
+}
+
+fn one(bytes: &[u8]) -> Claimed {
+    let id = delivery_id(bytes);
+    match serde_json::from_slice::<Delivery>(bytes) {
+        Ok(delivery) if id.is_some() => Claimed::Ready(delivery),
+        Ok(delivery) => Claimed::Malformed {
+            id: None,
+            problem: format!(
+                "the delivery's id is not 1 to {MAX_ID_CHARS} characters ({} given)",
+                delivery.id.chars().count()
+            ),
+        },
+        Err(err) => Claimed::Malformed {
+            id,
+            problem: format!("the delivery is malformed: {err}"),
+        },
+    }
+}
+
+/// The delivery's `id` when it can be read on its own and is 1 to 128 characters.
+fn delivery_id(bytes: &[u8]) -> Option<String> {
+    let members = object_members(bytes)?;
+    let (_, value) = members.iter().find(|(key, _)| key == "id")?;
+    let id: String = serde_json::from_slice(&bytes[value.clone()]).ok()?;
+    (1..=MAX_ID_CHARS)
+        .contains(&id.chars().count())
+        .then_some(id)
+}
+
+/// The members of the JSON object `bytes` holds: each key (decoded, or skipped when it
+/// cannot be) and the byte range of its value.
+fn object_members(bytes: &[u8]) -> Option<Vec<(String, Range<usize>)>> {
+    let mut at = skip_space(bytes, 0);
+    (bytes.get(at) == Some(&b'{')).then_some(())?;
+    at = skip_space(bytes, at + 1);
+    let mut members = Vec::new();
+    if bytes.get(at) == Some(&b'}') {
+        return Some(members);
+    }
+    loop {
+        let key_end = value_end(bytes, at)?;
+        let key = serde_json::from_slice::<String>(&bytes[at..key_end]).unwrap_or_default();
+        at = skip_space(bytes, key_end);
+        (bytes.get(at) == Some(&b':')).then_some(())?;
+        let start = skip_space(bytes, at + 1);
+        let end = value_end(bytes, start)?;
+        members.push((key, start..end));
+        at = skip_space(bytes, end);
+        match bytes.get(at)? {
+            b',' => at = skip_space(bytes, at + 1),
+            b'}' => return Some(members),
+            _ => return None,
+        }
+    }
+}
+
+/// The byte ranges of the elements of the JSON array `bytes` holds.
+fn array_elements(bytes: &[u8]) -> Option<Vec<Range<usize>>> {
+    let mut at = skip_space(bytes, 0);
+    (bytes.get(at) == Some(&b'[')).then_some(())?;
+    at = skip_space(bytes, at + 1);
+    let mut elements = Vec::new();
+    if bytes.get(at) == Some(&b']') {
+        return Some(elements);
+    }
+    loop {
+        let end = value_end(bytes, at)?;
+        elements.push(at..end);
+        at = skip_space(bytes, end);
+        match bytes.get(at)? {
+            b',' => at = skip_space(bytes, at + 1),
+            b']' => return Some(elements),
+            _ => return None,
+        }
+    }
+}
+
+fn skip_space(bytes: &[u8], mut at: usize) -> usize {
+    while bytes.get(at).is_some_and(|b| b" \t\r\n".contains(b)) {
+        at += 1;
+    }
+    at
+}
+
+/// Where the JSON value starting at `start` ends. Only the structure is followed
+/// (strings, nesting); what is inside is left to the parser.
+fn value_end(bytes: &[u8], start: usize) -> Option<usize> {
+    match *bytes.get(start)? {
+        b'"' => string_end(bytes, start),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut at = start;
+            loop {
+                match *bytes.get(at)? {
+                    b'"' => {
+                        at = string_end(bytes, at)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(at + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                at += 1;
+            }
+        }
+        // A number, `true`, `false` or `null`: up to the next delimiter.
+        _ => {
+            let len = bytes[start..]
+                .iter()
+                .position(|b| b",:}] \t\r\n".contains(b))
+                .unwrap_or(bytes.len() - start);
+            (len > 0).then_some(start + len)
+        }
+    }
+}
+
+/// Where the JSON string starting at `start` (its opening quote) ends.
+fn string_end(bytes: &[u8], start: usize) -> Option<usize> {
+    let mut at = start + 1;
+    loop {
+        match *bytes.get(at)? {
+            b'\\' => at += 2,
+            b'"' => return Some(at + 1),
+            _ => at += 1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(id: &str, name: &str) -> String {
+        format!(
+            r#"{{"id": "{id}", "queue": "indigo", "lease_expires_at": "2026-11-21T10:05:00Z",
+               "job": {{"id": "J-1", "name": "Cards, \"v2\" [rush]", "order_number": null, "send_count": 1}},
+               "files": [{{"name": "{name}", "size": 3, "sha256": "{}", "url": "/f/1"}}]}}"#,
+            "a".repeat(64)
+        )
+    }
+
+    #[test]
+    fn a_bad_string_spoils_only_its_own_delivery() {
+        let mut body = format!(
+            r#"{{"extra": {{"nested": [1, 2]}}, "deliveries": [{}, {}, {}]}}"#,
+            delivery("d-1", "a.pdf"),
+            delivery("d-2", "BAD"),
+            delivery("d-3", "lone\\ud800.pdf"),
+        )
+        .into_bytes();
+        let bad = body.windows(3).position(|w| w == b"BAD").unwrap();
+        body[bad] = 0xff;
+        let claimed = parse(&body).unwrap();
+        assert_eq!(claimed.len(), 3);
+        assert!(matches!(&claimed[0], Claimed::Ready(d) if d.id == "d-1"));
+        for (index, id) in [(1, "d-2"), (2, "d-3")] {
+            match &claimed[index] {
+                Claimed::Malformed { id: Some(read), .. } => assert_eq!(read, id),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_id_out_of_bounds_is_not_used() {
+        let body = format!(
+            r#"{{"deliveries": [{}]}}"#,
+            delivery(&"x".repeat(129), "a.pdf")
+        );
+        assert!(matches!(
+            &parse(body.as_bytes()).unwrap()[0],
+            Claimed::Malformed { id: None, .. }
+        ));
+    }
+
+    #[test]
+    fn a_broken_answer_is_refused_whole() {
+        assert!(parse(b"{\"deliveries\": [").is_err());
+        assert!(parse(b"[]").is_err());
+        assert!(parse(b"{\"other\": []}").is_err());
+        assert!(parse(b"{\"deliveries\": []}").unwrap().is_empty());
+    }
+}

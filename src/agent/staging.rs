@@ -1,0 +1,225 @@
+//! A hotfolder's staging folder, reached only through directory handles.
+//!
+//! A hotfolder is shared with devices and people: anyone who can write there could plant
+//! a symbolic link or swap a folder to make tbot write, truncate, delete or move files
+//! elsewhere. So the hotfolder is opened once per delivery (its configured path may be a
+//! symbolic link: operators link shares), its `.tbot` folder is opened *without* following
+//! links and must be a private folder of tbot's own user, and every later step (create,
+//! resume, remove, move in) is relative to those two handles. Staged files are created
+//! exclusively (`O_EXCL`), never opened through a link, and only regular files tbot
+//! created are ever moved into the hotfolder.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags};
+use rustix::io::Errno;
+
+/// The hidden folder inside each hotfolder where files are staged. Being on the same
+/// file system as the hotfolder makes the final move a rename, never a copy.
+pub(crate) const STAGING_DIR: &str = ".tbot";
+
+/// The staging folder of one hotfolder, open.
+#[derive(Debug)]
+pub(crate) struct StagingDir {
+    root_path: PathBuf,
+    root: OwnedFd,
+    dir: OwnedFd,
+}
+
+impl StagingDir {
+    /// Opens the hotfolder at `root` and its staging folder, creating the latter private
+    /// (0700). The error is the reason the queue cannot take files, in words.
+    pub(crate) fn open(root: &Path) -> Result<StagingDir, String> {
+        let shown = root.display();
+        let root_fd = rustix::fs::open(
+            root,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|err| match err {
+            Errno::NOENT => format!("hotfolder {shown} does not exist"),
+            Errno::NOTDIR => format!("hotfolder {shown} is not a folder"),
+            err => format!(
+                "hotfolder {shown} cannot be opened: {}",
+                io::Error::from(err)
+            ),
+        })?;
+        let staging = root.join(STAGING_DIR);
+        let staging_shown = staging.display();
+        match rustix::fs::mkdirat(&root_fd, STAGING_DIR, Mode::RWXU) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(err) => {
+                return Err(format!(
+                    "hotfolder {shown} is not writable: cannot create {staging_shown}: {}",
+                    io::Error::from(err)
+                ))
+            }
+        }
+        let dir = rustix::fs::openat(
+            &root_fd,
+            STAGING_DIR,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|err| match err {
+            Errno::LOOP | Errno::NOTDIR => format!(
+                "staging folder {staging_shown} is a symbolic link or not a folder; tbot does not \
+                 follow links in a hotfolder: remove it and tbot makes its own"
+            ),
+            err => format!(
+                "staging folder {staging_shown} cannot be opened: {}",
+                io::Error::from(err)
+            ),
+        })?;
+        let stat = rustix::fs::fstat(&dir)
+            .map_err(|err| format!("staging folder {staging_shown}: {}", io::Error::from(err)))?;
+        let me = rustix::process::geteuid().as_raw();
+        if stat.st_uid != me {
+            return Err(format!(
+                "staging folder {staging_shown} belongs to user id {}, not to the user tbot runs \
+                 as ({me}); tbot only stages in a folder of its own: remove it and tbot makes its own",
+                stat.st_uid
+            ));
+        }
+        if stat.st_mode & 0o077 != 0 {
+            rustix::fs::fchmod(&dir, Mode::RWXU).map_err(|err| {
+                format!(
+                    "staging folder {staging_shown} cannot be made private: {}",
+                    io::Error::from(err)
+                )
+            })?;
+        }
+        Ok(StagingDir {
+            root_path: root.to_path_buf(),
+            root: root_fd,
+            dir,
+        })
+    }
+
+    /// The hotfolder's path, for messages.
+    pub(crate) fn root_path(&self) -> &Path {
+        &self.root_path
+    }
+
+    /// Creates a new, empty staged file `name`; fails if anything by that name exists.
+    pub(crate) fn create(&self, name: &str) -> io::Result<File> {
+        let fd = rustix::fs::openat(
+            &self.dir,
+            name,
+            OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::RUSR | Mode::WUSR,
+        )?;
+        Ok(File::from(fd))
+    }
+
+    /// Opens the staged file `name` to carry on with it, if there is one. Anything but a
+    /// regular file of tbot's own user with one name is refused, never written through.
+    pub(crate) fn open_staged(&self, name: &str) -> io::Result<Option<File>> {
+        let fd = match rustix::fs::openat(
+            &self.dir,
+            name,
+            OFlags::RDWR | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return Ok(None),
+            Err(Errno::LOOP) => return Err(not_ours(name)),
+            Err(err) => return Err(err.into()),
+        };
+        let stat = rustix::fs::fstat(&fd)?;
+        if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile
+            || stat.st_uid != rustix::process::geteuid().as_raw()
+            || stat.st_nlink != 1
+        {
+            return Err(not_ours(name));
+        }
+        Ok(Some(File::from(fd)))
+    }
+
+    /// Removes the staged file `name`; one that is not there is fine. Never follows a
+    /// link: a link by that name is removed itself.
+    pub(crate) fn remove(&self, name: &str) -> io::Result<()> {
+        match rustix::fs::unlinkat(&self.dir, name, AtFlags::empty()) {
+            Ok(()) | Err(Errno::NOENT) => Ok(()),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// The names in the staging folder that `keep_if` picks, to clear what is left over.
+    pub(crate) fn names(&self, mut keep_if: impl FnMut(&str) -> bool) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in rustix::fs::Dir::read_from(&self.dir)? {
+            let entry = entry?;
+            if let Ok(name) = entry.file_name().to_str() {
+                if keep_if(name) {
+                    names.push(name.to_string());
+                }
+            }
+        }
+        Ok(names)
+    }
+
+    /// Moves the staged file `name` into the hotfolder as `final_name`, in one atomic step
+    /// that fails with `AlreadyExists` rather than replace anything. Only a regular file
+    /// is moved. On Linux this is `renameat2` with `RENAME_NOREPLACE`: the file leaves
+    /// staging and appears in the hotfolder at the same instant. Where the file system
+    /// cannot do that (some network shares), a hard link followed by removing the staged
+    /// name gives the same guarantee for the device.
+    pub(crate) fn place(&self, name: &str, final_name: &str) -> io::Result<()> {
+        let stat = rustix::fs::statat(&self.dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+        if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+            return Err(not_ours(name));
+        }
+        match rustix::fs::renameat_with(
+            &self.dir,
+            name,
+            &self.root,
+            final_name,
+            RenameFlags::NOREPLACE,
+        ) {
+            Ok(()) => return Ok(()),
+            Err(Errno::INVAL | Errno::NOSYS | Errno::NOTSUP) => {}
+            Err(err) => return Err(err.into()),
+        }
+        rustix::fs::linkat(&self.dir, name, &self.root, final_name, AtFlags::empty())?;
+        self.remove(name)
+    }
+
+    /// After a crash: whether the move of staged `name` to `final_name` took place. The
+    /// staged name only goes away with the move, so a missing staged file means it did.
+    pub(crate) fn was_placed(&self, name: &str, final_name: &str) -> bool {
+        match rustix::fs::statat(&self.dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Err(Errno::NOENT) => true,
+            Err(_) => false,
+            Ok(staged) => rustix::fs::statat(&self.root, final_name, AtFlags::SYMLINK_NOFOLLOW)
+                .is_ok_and(|placed| {
+                    placed.st_dev == staged.st_dev && placed.st_ino == staged.st_ino
+                }),
+        }
+    }
+
+    /// Makes the moves into the hotfolder durable: syncs the hotfolder and the staging
+    /// folder, once for all the files of a delivery.
+    pub(crate) fn sync(&self) -> io::Result<()> {
+        rustix::fs::fsync(&self.root)?;
+        rustix::fs::fsync(&self.dir)?;
+        Ok(())
+    }
+
+    /// Free bytes on the hotfolder's file system for an unprivileged user, and the
+    /// longest file name it takes.
+    pub(crate) fn space_and_name_max(&self) -> io::Result<(u64, usize)> {
+        let stat = rustix::fs::fstatvfs(&self.root)?;
+        let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+        Ok((free, usize::try_from(stat.f_namemax).unwrap_or(usize::MAX)))
+    }
+}
+
+fn not_ours(name: &str) -> io::Error {
+    io::Error::other(format!(
+        "{STAGING_DIR}/{name} is not a regular file tbot staged; it is left alone"
+    ))
+}
