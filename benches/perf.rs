@@ -183,6 +183,9 @@ impl Agent {
             ));
         }
         std::fs::write(dir.path().join("tbot.toml"), config).expect("config");
+        // The file holds the token: readable by its owner only, as tbot asks.
+        let private = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600);
+        std::fs::set_permissions(dir.path().join("tbot.toml"), private).expect("config mode");
         let child = Command::new(env!("CARGO_BIN_EXE_tbot"))
             .args(["run", "--config"])
             .arg(dir.path().join("tbot.toml"))

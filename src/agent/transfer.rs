@@ -204,6 +204,9 @@ fn open_or_create(staging: &StagingDir, name: &str, size: u64) -> std::io::Resul
 /// Hashes what is already staged, so a resumed transfer verifies the whole file. Runs
 /// on a blocking thread: a prefix can be gigabytes.
 async fn hash_staged_prefix(mut staged: File) -> std::io::Result<(File, Sha256, u64)> {
+    if staged.metadata()?.len() == 0 {
+        return Ok((staged, Sha256::new(), 0));
+    }
     tokio::task::spawn_blocking(move || {
         let mut hasher = Sha256::new();
         let mut buffer = vec![0; READ_BUFFER];

@@ -265,6 +265,9 @@ impl AgentProcess {
     pub fn start(dir: &Path, config_text: &str) -> AgentProcess {
         let config = dir.join("tbot.toml");
         std::fs::write(&config, config_text).expect("config written");
+        // The file holds the token: readable by its owner only, as tbot asks.
+        let private = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600);
+        std::fs::set_permissions(&config, private).expect("config mode");
         let mut process = AgentProcess {
             config,
             log: dir.join("agent.log"),
