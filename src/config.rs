@@ -102,6 +102,20 @@ impl Secret {
     pub fn redact(&self, text: &str) -> String {
         text.replace(&self.0, "***")
     }
+
+    /// `bytes` with the token blotted out, for an answer that may not be text.
+    pub fn redact_bytes(&self, bytes: &[u8]) -> Vec<u8> {
+        let token = self.0.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut rest = bytes;
+        while let Some(at) = rest.windows(token.len()).position(|w| w == token) {
+            out.extend_from_slice(&rest[..at]);
+            out.extend_from_slice(b"***");
+            rest = &rest[at + token.len()..];
+        }
+        out.extend_from_slice(rest);
+        out
+    }
 }
 
 impl fmt::Debug for Secret {
@@ -289,11 +303,11 @@ impl Config {
 
     /// Parses and validates configuration text; `env_token` overrides the file's token.
     pub fn parse(text: &str, env_token: Option<String>) -> Result<Config, Vec<String>> {
-        let secrets = server_table_secrets(text);
+        let secrets = secret_strings(text);
         let redact = |problem: String| {
-            secrets.iter().fold(problem, |problem, secret| {
-                problem.replace(secret.as_str(), "***")
-            })
+            secrets
+                .iter()
+                .fold(problem, |problem, secret| secret.redact(&problem))
         };
         let raw: RawConfig =
             toml::from_str(text).map_err(|err| vec![redact(syntax_problem(text, &err))])?;
@@ -371,9 +385,9 @@ impl Config {
     }
 }
 
-/// Turns a TOML error into one problem with its line, column and source line. A line
-/// of the `[server]` table is never quoted: the token lives there, perhaps under a
-/// misspelt key or on a line broken by a typo.
+/// Turns a TOML error into one problem with its line and column, and the key of the
+/// line (or its table header). A value is never quoted: the token may be on the line,
+/// under a misspelt key, in the wrong table, or on a line broken by a typo.
 fn syntax_problem(text: &str, err: &toml::de::Error) -> String {
     let message = err.message().trim();
     let Some(span) = err.span() else {
@@ -383,40 +397,33 @@ fn syntax_problem(text: &str, err: &toml::de::Error) -> String {
     let line = before.matches('\n').count() + 1;
     let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
     let source = text.lines().nth(line - 1).unwrap_or("").trim();
-    let in_server = table_of_line(text, line - 1).is_none_or(|table| table == "server");
-    let key = source
-        .split_once('=')
-        .map(|(key, _)| key.trim())
-        .filter(|key| !key.is_empty() && !key.contains(['"', '\'']));
-    match key {
-        _ if source.is_empty() => format!("line {line}, column {column}: {message}"),
-        // The key alone, its value left out: it may be the token.
-        Some(key) if in_server => format!("line {line}, column {column} (`{key} = …`): {message}"),
-        _ if in_server => format!("line {line}, column {column}: {message}"),
-        _ => format!("line {line}, column {column} (`{source}`): {message}"),
+    let shown = if let Some(table) = table_header(source) {
+        Some(format!("[{table}]"))
+    } else {
+        source
+            .split_once('=')
+            .map(|(key, _)| key.trim())
+            .filter(|key| !key.is_empty() && !key.contains(['"', '\'']))
+            .map(|key| format!("{key} = …"))
+    };
+    match shown {
+        Some(shown) => format!("line {line}, column {column} (`{shown}`): {message}"),
+        None => format!("line {line}, column {column}: {message}"),
     }
 }
 
-/// The table header in force at line `index` (0-based): `server` for `[server]`,
-/// `None` before any header.
-fn table_of_line(text: &str, index: usize) -> Option<String> {
-    text.lines()
-        .take(index + 1)
-        .filter_map(|line| {
-            let line = line.trim();
-            line.starts_with('[').then(|| {
-                line.trim_matches(|c| c == '[' || c == ']')
-                    .trim()
-                    .to_string()
-            })
-        })
-        .last()
+/// The table a header line opens: `server` for `[server]  # the job side`, `queue` for
+/// `[[queue]]`.
+fn table_header(line: &str) -> Option<&str> {
+    let inner = line.trim().strip_prefix('[')?.trim_start_matches('[');
+    Some(inner.split(']').next()?.trim())
 }
 
-/// Every quoted string in the `[server]` table that could be a secret: all but the
-/// first value of the keys known to hold none. Whatever the typo, they are blotted out
-/// of every message about the file.
-fn server_table_secrets(text: &str) -> Vec<String> {
+/// Every quoted string of the file that could be a secret: those of the `[server]`
+/// table (but the first value of a key known to hold none) and those of any key that
+/// reads like a token, secret or password, wherever it stands. Whatever the typo, they
+/// are blotted out of every message about the file.
+fn secret_strings(text: &str) -> Vec<Secret> {
     const PLAIN_KEYS: [&str; 5] = [
         "url",
         "check_interval",
@@ -424,12 +431,21 @@ fn server_table_secrets(text: &str) -> Vec<String> {
         "long_poll",
         "token_file",
     ];
+    let mut table = "";
     let mut secrets = Vec::new();
-    for (index, line) in text.lines().enumerate() {
-        if table_of_line(text, index).as_deref() != Some("server") {
+    for line in text.lines() {
+        if let Some(header) = table_header(line) {
+            table = header;
             continue;
         }
         let key = line.split('=').next().unwrap_or("").trim();
+        let lower = key.to_ascii_lowercase();
+        let secret_key = ["tok", "secret", "pass"]
+            .iter()
+            .any(|word| lower.contains(word));
+        if table != "server" && !secret_key {
+            continue;
+        }
         let mut strings = line
             .split(['"', '\''])
             .skip(1)
@@ -438,7 +454,7 @@ fn server_table_secrets(text: &str) -> Vec<String> {
         if PLAIN_KEYS.contains(&key) {
             strings.next();
         }
-        secrets.extend(strings.map(String::from));
+        secrets.extend(strings.map(Secret::new));
     }
     secrets
 }

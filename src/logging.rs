@@ -96,14 +96,31 @@ pub fn printable(text: &str, escape: Escape) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// The length of the SGR colour sequence (`ESC [ digits ; ... m`) `text` starts with.
+/// The length of the colour sequence `text` starts with, when it is one the log
+/// formatter itself writes (reset, bold, dim, italic, the level colours). Others, such
+/// as "conceal", are escaped even on a terminal: they could come from the server.
 fn colour_code_len(text: &str) -> Option<usize> {
+    const OWN: [&str; 9] = ["0", "1", "2", "3", "31", "32", "33", "34", "35"];
     let inner = text.strip_prefix("\u{1b}[")?;
-    let digits = inner
+    let params = inner
         .bytes()
         .take_while(|b| b.is_ascii_digit() || *b == b';')
         .count();
-    (inner.as_bytes().get(digits) == Some(&b'm')).then_some(2 + digits + 1)
+    let own = inner[..params].split(';').all(|code| OWN.contains(&code));
+    (own && inner.as_bytes().get(params) == Some(&b'm')).then_some(2 + params + 1)
+}
+
+/// At most `max` bytes of `text` (cut on a character boundary), marked when cut: a
+/// server's text is kept short in messages.
+pub fn clipped(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
 }
 
 /// Standard error, one whole log line per write, made safe on the way.
@@ -171,10 +188,10 @@ mod tests {
 
     #[test]
     fn colour_codes_survive_only_when_colour_is_on() {
-        let line = "\u{1b}[32mINFO\u{1b}[0m ok\u{1b}[1A\n";
+        let line = "\u{1b}[32mINFO\u{1b}[0m ok\u{1b}[1A\u{1b}[8mhidden\n";
         assert_eq!(
             printable(line, Escape::Text { keep_colour: true }),
-            "\u{1b}[32mINFO\u{1b}[0m ok\\u{1b}[1A\n"
+            "\u{1b}[32mINFO\u{1b}[0m ok\\u{1b}[1A\\u{1b}[8mhidden\n"
         );
         assert_eq!(printable("plain\n", Escape::Json), "plain\n");
     }

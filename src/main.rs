@@ -286,11 +286,13 @@ fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
         }
     };
     let status = tbot::status::read(&config)?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
+    let text = if json {
+        serde_json::to_string_pretty(&status)? + "\n"
     } else {
-        tbot::status::print(&status);
-    }
+        tbot::status::render(&status)
+    };
+    // The journal keeps what the server said; the token never shows, whatever it echoed.
+    print!("{}", config.server.token.redact(&text));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -203,8 +203,8 @@ fn failures(conn: &Connection, queue: &str) -> rusqlite::Result<Vec<Failure>> {
     rows.collect()
 }
 
-/// Prints the status for a person.
-pub fn print(status: &Status) {
+/// The status as a person reads it, one line per line.
+pub fn render(status: &Status) -> String {
     let mut out: Vec<String> = Vec::new();
     out.push(format!(
         "tbot agent {} (journal {})",
@@ -291,9 +291,9 @@ pub fn print(status: &Status) {
     }
     // Ids, names and reasons come from the server and hotfolders: shown as what they
     // are, never as terminal controls or extra lines.
-    for line in &out {
-        println!("{}", printable(line, Escape::Text { keep_colour: false }));
-    }
+    out.iter()
+        .map(|line| printable(line, Escape::Text { keep_colour: false }) + "\n")
+        .collect()
 }
 
 fn print_reports(out: &mut Vec<String>, title: &str, reports: &[WaitingReport]) {

@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use url::Url;
 
 use crate::config::QueueConfig;
+use crate::logging::clipped;
 use crate::naming::{check_file_name, clash_key, CLASH_ROOM};
 use crate::protocol::Delivery;
 
@@ -49,7 +50,7 @@ pub fn check(delivery: &Delivery, queue: &QueueConfig) -> Result<Vec<CheckedFile
         if file.sha256.len() != 64 || !file.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(format!(
                 "{which}: the sha256 {:?} is not 64 hexadecimal characters",
-                truncate(&file.sha256, 80)
+                clipped(&file.sha256, 80)
             ));
         }
         check_url(&file.url).map_err(|why| format!("{which}: {why}"))?;
@@ -80,7 +81,7 @@ fn check_url(url: &str) -> Result<(), String> {
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(format!(
             "the url's scheme is {:?}; only http and https are fetched",
-            truncate(parsed.scheme(), 20)
+            clipped(parsed.scheme(), 20)
         ));
     }
     if !parsed.username().is_empty() || parsed.password().is_some() {
@@ -125,12 +126,4 @@ pub(crate) fn final_names(
         names.push(name);
     }
     Ok(names)
-}
-
-fn truncate(text: &str, max: usize) -> &str {
-    let mut end = text.len().min(max);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }

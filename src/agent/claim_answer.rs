@@ -56,14 +56,16 @@ fn one(bytes: &[u8]) -> Claimed {
     }
 }
 
-/// The delivery's `id` when it can be read on its own and is 1 to 128 characters.
+/// The delivery's `id` when it can be read on its own, is 1 to 128 characters and can
+/// be put into a URL.
 fn delivery_id(bytes: &[u8]) -> Option<String> {
     let members = object_members(bytes)?;
     let (_, value) = members.iter().find(|(key, _)| key == "id")?;
     let id: String = serde_json::from_slice(&bytes[value.clone()]).ok()?;
-    (1..=MAX_ID_CHARS)
-        .contains(&id.chars().count())
-        .then_some(id)
+    // `.` and `..` cannot be one path segment of a URL, even percent-encoded: they
+    // name the folder or its parent, so such a delivery cannot be addressed.
+    let addressable = id != "." && id != "..";
+    (addressable && (1..=MAX_ID_CHARS).contains(&id.chars().count())).then_some(id)
 }
 
 /// The members of the JSON object `bytes` holds: each key (decoded, or skipped when it
@@ -206,15 +208,17 @@ mod tests {
     }
 
     #[test]
-    fn an_id_out_of_bounds_is_not_used() {
-        let body = format!(
-            r#"{{"deliveries": [{}]}}"#,
-            delivery(&"x".repeat(129), "a.pdf")
-        );
-        assert!(matches!(
-            &parse(body.as_bytes()).unwrap()[0],
-            Claimed::Malformed { id: None, .. }
-        ));
+    fn an_id_out_of_bounds_or_not_addressable_is_not_used() {
+        for id in ["x".repeat(129), String::new(), ".".into(), "..".into()] {
+            let body = format!(r#"{{"deliveries": [{}]}}"#, delivery(&id, "a.pdf"));
+            assert!(
+                matches!(
+                    &parse(body.as_bytes()).unwrap()[0],
+                    Claimed::Malformed { id: None, .. }
+                ),
+                "{id:?}"
+            );
+        }
     }
 
     #[test]

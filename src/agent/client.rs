@@ -17,6 +17,7 @@ use url::Url;
 use super::claim_answer;
 pub use super::claim_answer::Claimed;
 use crate::config::{Secret, ServerConfig};
+use crate::logging::clipped;
 use crate::protocol::{
     ClaimRequest, CompleteRequest, CompleteResponse, ErrorBody, EventRequest, FailRequest,
     HeartbeatRequest, HeartbeatResponse, RenewResponse, AGENT_API,
@@ -161,9 +162,12 @@ impl ServerClock {
         *self.offset.lock().unwrap_or_else(|p| p.into_inner()) = Some(server_time - midpoint);
     }
 
+    /// Our clock moved by the offset; our own clock when the offset would leave the
+    /// calendar (a server that says it is the year 9999).
     fn now(&self) -> OffsetDateTime {
         let offset = *self.offset.lock().unwrap_or_else(|p| p.into_inner());
-        OffsetDateTime::now_utc() + offset.unwrap_or_default()
+        let now = OffsetDateTime::now_utc();
+        now.checked_add(offset.unwrap_or_default()).unwrap_or(now)
     }
 }
 
@@ -226,6 +230,11 @@ impl JobSideClient {
             && url.port_or_known_default() == self.base.port_or_known_default()
     }
 
+    /// `text` with the agent token blotted out, for any text that came from the server.
+    pub fn redact(&self, text: &str) -> String {
+        self.token.redact(text)
+    }
+
     /// The time now on the server's clock, as far as its heartbeat answers tell.
     pub fn server_now(&self) -> OffsetDateTime {
         self.clock.now()
@@ -244,10 +253,13 @@ impl JobSideClient {
     /// Claims deliveries; `wait_s` lets the server hold the request until one is ready.
     /// Each delivery is read on its own, so one malformed delivery is reported as such
     /// and does not hide the others. No more than `max` are taken from one answer: the
-    /// rest stay with the server and return to it when their lease runs out.
+    /// rest stay with the server and return to it when their lease runs out. The token
+    /// is blotted out of the answer before anything else.
     pub async fn claim(&self, request: &ClaimRequest) -> Result<Vec<Claimed>, ClientError> {
         let timeout = Duration::from_secs(request.wait_s + 30);
         let body = self.call_raw(&["claim"], request, Some(timeout)).await?;
+        // Everything in it is journaled, logged or reported: the token goes first.
+        let body = self.token.redact_bytes(&body);
         let mut claimed = claim_answer::parse(&body)
             .map_err(|why| ClientError::BadResponse(format!("{AGENT_API}/claim: {why}")))?;
         let max = usize::try_from(request.max).unwrap_or(usize::MAX);
@@ -258,11 +270,6 @@ impl JobSideClient {
                 claimed.len()
             );
             claimed.truncate(max);
-        }
-        for item in &mut claimed {
-            if let Claimed::Malformed { problem, .. } = item {
-                *problem = self.token.redact(problem);
-            }
         }
         Ok(claimed)
     }
@@ -372,7 +379,7 @@ impl JobSideClient {
             .send()
             .await
             .map_err(|err| ClientError::from_reqwest(&context, err))?;
-        let response = check_status(&context, response).await?;
+        let response = check_status(&context, response, &self.token).await?;
         read_capped(&context, response).await
     }
 
@@ -434,9 +441,14 @@ impl JobSideClient {
                 url = url.join(location).map_err(|err| {
                     ClientError::BadResponse(format!("{context}: bad redirect: {err}"))
                 })?;
+                if !url.username().is_empty() || url.password().is_some() {
+                    return Err(ClientError::BadResponse(format!(
+                        "{context}: redirected to a URL with a user name or password, which tbot does not send"
+                    )));
+                }
                 continue;
             }
-            return check_status(&context, response).await;
+            return check_status(&context, response, &self.token).await;
         }
         Err(ClientError::BadResponse(format!(
             "more than {MAX_REDIRECTS} redirects for {url}"
@@ -445,10 +457,12 @@ impl JobSideClient {
 }
 
 /// Turns non-success answers into errors: transient ones retried, 4xx refused with the
-/// server's code and message.
+/// server's code and message. The server's text has the token blotted out before it is
+/// cut short, so no piece of it survives.
 async fn check_status(
     context: &str,
     response: reqwest::Response,
+    secret: &Secret,
 ) -> Result<reqwest::Response, ClientError> {
     let status = response.status();
     if status.is_success() {
@@ -463,7 +477,7 @@ async fn check_status(
         .as_ref()
         .map(|d| d.message.clone())
         .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_string());
-    let message = cut(&message, MAX_SERVER_TEXT);
+    let message = clipped(&secret.redact(&message), MAX_SERVER_TEXT);
     if status.is_server_error()
         || status == StatusCode::TOO_MANY_REQUESTS
         || status == StatusCode::REQUEST_TIMEOUT
@@ -476,22 +490,10 @@ async fn check_status(
     Err(ClientError::Refused {
         status: status.as_u16(),
         code: detail
-            .map(|d| cut(&d.code, 64))
+            .map(|d| clipped(&secret.redact(&d.code), 64))
             .unwrap_or_else(|| "http_error".into()),
         message: format!("{context}: {message}"),
     })
-}
-
-/// The first `max` bytes of `text` (on a character boundary), marked when cut.
-fn cut(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is rare from APIs and ignored).

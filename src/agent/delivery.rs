@@ -166,9 +166,15 @@ impl Worker {
                     return Outcome::AlreadyHandled;
                 }
                 Some(entry) if entry.step.is_unfinished() => {
+                    // Carried on as first claimed: only the new lease is taken from
+                    // the server's answer, never a changed list of files.
                     info!(step = ?entry.step, "claimed again; carrying on from the journal");
-                    let _ = self.journal.refresh_claim(&delivery);
-                    entry.files
+                    if let Err(err) = self.journal.set_lease(&delivery.id, delivery.lease_expires_at) {
+                        warn!("{err}");
+                    }
+                    let mut journaled = entry.delivery;
+                    journaled.lease_expires_at = delivery.lease_expires_at;
+                    return self.run_and_record(&journaled, &entry.files).await;
                 }
                 Some(_) => {
                     info!(files = delivery.files.len(), send = delivery.job.send_count, "claimed again after an earlier attempt");
@@ -261,6 +267,7 @@ impl Worker {
                 }
             })
             .collect();
+        let plan = self.recognise_moves(&delivery.id, &staging, plan);
         // Files in the hotfolder already, or about to be: the drop had begun.
         let drop_begun = plan
             .iter()
@@ -288,6 +295,43 @@ impl Worker {
             return with_landed(outcome, &plan);
         }
         self.drop_all(delivery, staging, plan).await
+    }
+
+    /// After a crash in the middle of a drop: the files whose move took place count as
+    /// landed (and are journaled so) before anything else is decided, so that no later
+    /// step or attempt moves them again.
+    fn recognise_moves(
+        &self,
+        id: &str,
+        staging: &StagingDir,
+        plan: Vec<FilePlan>,
+    ) -> Vec<FilePlan> {
+        plan.into_iter()
+            .map(|mut file| {
+                let Some(planned) = file
+                    .planned
+                    .take_if(|name| staging.was_placed(&file.staged, name))
+                else {
+                    return file;
+                };
+                if let Err(err) = staging
+                    .remove(&file.staged)
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| {
+                        self.journal
+                            .set_dropped(id, file.index)
+                            .map_err(|e| e.to_string())
+                    })
+                {
+                    warn!(
+                        "cannot record that {} is in the hotfolder: {err}",
+                        file.file.name
+                    );
+                }
+                file.landed = Some(planned);
+                file
+            })
+            .collect()
     }
 
     /// Transfer step: every file not yet staged into its staging file, each verified,
@@ -381,7 +425,7 @@ impl Worker {
 
     /// Notes a renewal, in memory and in the journal (a restart judges by it).
     fn extend_lease(&self, id: &str, lease: &Lease, expires_at: OffsetDateTime) {
-        lease.extend(expires_at);
+        lease.renewed(expires_at);
         if let Err(err) = self.journal.set_lease(id, expires_at) {
             warn!("{err}");
         }
@@ -474,8 +518,18 @@ impl Worker {
         Outcome::Completed(dropped)
     }
 
-    /// Records how a delivery ended and queues the report the server is owed.
+    /// Records how a delivery ended and queues the report the server is owed. A reason
+    /// may quote what the server sent (a name, a checksum, a header): the token is
+    /// blotted out of it before it is logged, journaled or reported.
     fn record(&self, id: &str, outcome: &Outcome) {
+        let outcome = &match outcome {
+            Outcome::Failed { reason, retryable } => Outcome::Failed {
+                reason: self.client.redact(reason),
+                retryable: *retryable,
+            },
+            Outcome::LeaseLost(why) => Outcome::LeaseLost(self.client.redact(why)),
+            other => other.clone(),
+        };
         let (step, reason, report) = match outcome {
             Outcome::Completed(files) => (
                 Step::Dropped,
@@ -543,7 +597,7 @@ impl FilePlan {
     }
 }
 
-/// The lease this agent holds on a delivery: the latest expiry the server granted.
+/// The lease this agent holds on a delivery: the expiry the server granted last.
 struct Lease {
     expires_at: Mutex<OffsetDateTime>,
 }
@@ -559,15 +613,18 @@ impl Lease {
         *self.expires_at.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn extend(&self, expires_at: OffsetDateTime) {
-        let mut current = self.expires_at.lock().unwrap_or_else(|p| p.into_inner());
-        *current = (*current).max(expires_at);
+    /// Takes the expiry of the latest renewal, even when it is earlier than the one
+    /// before: the server's word now is what counts.
+    fn renewed(&self, expires_at: OffsetDateTime) {
+        *self.expires_at.lock().unwrap_or_else(|p| p.into_inner()) = expires_at;
     }
 
     /// Whether the lease still has time left at `server_now`, with a margin for the
     /// moves themselves and for clocks that are not quite in step.
     fn has_time_left(&self, server_now: OffsetDateTime) -> bool {
-        self.expires_at() - LEASE_MARGIN > server_now
+        self.expires_at()
+            .checked_sub(LEASE_MARGIN)
+            .is_some_and(|last_moment| last_moment > server_now)
     }
 }
 
@@ -619,9 +676,9 @@ fn with_landed(outcome: Outcome, plan: &[FilePlan]) -> Outcome {
     }
 }
 
-/// The file work of the drop step, in one blocking call: recognise moves an earlier
-/// run finished, sync the staged files, journal their names durably, move them (a clash
-/// journals the next name first), and sync the folders once. Returns each file's name.
+/// The file work of the drop step, in one blocking call: sync the staged files, journal
+/// their names durably, move them (a clash journals the next name first), and sync the
+/// folders once. Returns each file's name.
 fn drop_files(
     journal: &Journal,
     staging: &StagingDir,
@@ -642,18 +699,6 @@ fn drop_files(
         if file.landed.is_some() {
             continue;
         }
-        if let Some(planned) = &file.planned {
-            if staging.was_placed(&file.staged, planned) {
-                staging
-                    .remove(&file.staged)
-                    .map_err(|e| fail(e.to_string(), &names))?;
-                journal
-                    .set_dropped(id, file.index)
-                    .map_err(|e| fail(e.to_string(), &names))?;
-                names[slot] = Some(planned.clone());
-                continue;
-            }
-        }
         let synced = staging
             .open_staged(&file.staged)
             .and_then(|staged| staged.ok_or_else(|| std::io::ErrorKind::NotFound.into()))
@@ -665,9 +710,6 @@ fn drop_files(
             )
         })?;
         to_move.push(slot);
-    }
-    if to_move.is_empty() {
-        return Ok(names.into_iter().map(Option::unwrap_or_default).collect());
     }
     let planned: Vec<(usize, String)> = to_move
         .iter()

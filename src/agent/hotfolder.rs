@@ -48,6 +48,34 @@ impl Hotfolder {
         format!("{}-{}.{index}.part", self.owner, &digest[..32])
     }
 
+    /// Gives a file staged by an earlier tbot (named after the delivery id itself) its
+    /// present name, so that a drop a crash interrupted before an upgrade
+    /// finds it. Whether there was one.
+    pub(crate) fn adopt_legacy_staged(
+        &self,
+        delivery_id: &str,
+        index: usize,
+    ) -> Result<bool, String> {
+        let legacy: String = delivery_id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(80)
+            .collect();
+        let staging = self.open_staging()?;
+        staging
+            .rename(
+                &format!("{legacy}.{index}.part"),
+                &self.staged_name(delivery_id, index),
+            )
+            .map_err(|err| err.to_string())
+    }
+
     /// Checks that the hotfolder exists, takes a file and has room. The answer is what
     /// the heartbeat announces for the queue.
     pub(crate) fn probe(&self) -> (QueueStatus, Option<String>) {

@@ -338,47 +338,43 @@ impl Journal {
     }
 
     /// Starts a delivery the journal knew over, for a new lease after a failure or a
-    /// lost lease: the claim is refreshed and its progress forgotten, except for files
-    /// an earlier attempt already moved into the hotfolder, which are never moved again.
-    /// Returns the files as the journal now has them.
+    /// lost lease: the claim is replaced and its progress forgotten, except for files
+    /// an earlier attempt already moved into the hotfolder, which are never moved
+    /// again. Those are known by name and checksum, wherever they stand in the new
+    /// claim. Returns the files as the journal now has them.
     pub fn restart(&self, delivery: &Delivery) -> Result<Vec<FileState>> {
         let claim = serde_json::to_string(delivery).unwrap_or_default();
         let now = now_text();
         self.with(|conn| {
             let tx = conn.transaction()?;
+            let landed = landed_files(&tx, &delivery.id)?;
             tx.execute(
                 "UPDATE deliveries SET claim = ?2, step = 'claimed', reason = NULL, updated_at = ?3 WHERE id = ?1",
                 params![delivery.id, claim, now],
             )?;
-            tx.execute(
-                "DELETE FROM files WHERE delivery = ?1 AND dropped = 0",
-                params![delivery.id],
-            )?;
+            tx.execute("DELETE FROM files WHERE delivery = ?1", params![delivery.id])?;
+            let mut landed = landed;
             for (index, file) in delivery.files.iter().enumerate() {
                 tx.execute(
-                    "DELETE FROM files WHERE delivery = ?1 AND idx = ?2 AND name != ?3",
-                    params![delivery.id, index as i64, file.name],
-                )?;
-                tx.execute(
-                    "INSERT OR IGNORE INTO files (delivery, idx, name, size) VALUES (?1, ?2, ?3, ?4)",
+                    "INSERT INTO files (delivery, idx, name, size) VALUES (?1, ?2, ?3, ?4)",
                     params![delivery.id, index as i64, file.name, file.size.max(0)],
+                )?;
+                let sha256 = file.sha256.to_ascii_lowercase();
+                let Some(found) = landed
+                    .iter()
+                    .position(|f| f.name == file.name && f.sha256 == sha256)
+                else {
+                    continue;
+                };
+                let earlier = landed.remove(found);
+                tx.execute(
+                    "UPDATE files SET drop_name = ?3, dropped = 1, dropped_at = ?4 WHERE delivery = ?1 AND idx = ?2",
+                    params![delivery.id, index as i64, earlier.path, earlier.dropped_at],
                 )?;
             }
             tx.commit()?;
             load_files(conn, &delivery.id)
         })
-    }
-
-    /// Refreshes the stored claim (a new lease time) without touching progress.
-    pub fn refresh_claim(&self, delivery: &Delivery) -> Result<()> {
-        let claim = serde_json::to_string(delivery).unwrap_or_default();
-        self.with(|conn| {
-            conn.execute(
-                "UPDATE deliveries SET claim = ?2 WHERE id = ?1",
-                params![delivery.id, claim],
-            )
-        })
-        .map(|_| ())
     }
 
     /// Records the latest lease expiry the server granted, so that a restart judges the
@@ -507,8 +503,8 @@ impl Journal {
         self.with(|conn| {
             let mut statement = conn.prepare(
                 "SELECT seq, delivery, kind, body, created_at, attempts, last_error FROM reports r
-                 WHERE NOT EXISTS (SELECT 1 FROM reports w WHERE w.delivery = r.delivery
-                                   AND w.seq <= r.seq AND w.next_at > ?2)
+                 WHERE NOT EXISTS (SELECT 1 FROM reports w WHERE w.next_at > ?2
+                                   AND w.delivery = r.delivery AND w.seq <= r.seq)
                  ORDER BY seq LIMIT ?1",
             )?;
             let rows = statement.query_map(params![limit as i64, now_text()], |row| {
@@ -529,9 +525,11 @@ impl Journal {
     /// When the first report held back after an unreadable answer is due again.
     pub fn next_report_due(&self) -> Result<Option<OffsetDateTime>> {
         self.with(|conn| {
-            conn.query_row("SELECT MIN(next_at) FROM reports", [], |row| {
-                row.get::<_, Option<String>>(0)
-            })
+            conn.query_row(
+                "SELECT MIN(next_at) FROM reports WHERE next_at > ?1",
+                params![now_text()],
+                |row| row.get::<_, Option<String>>(0),
+            )
         })
         .map(|due| due.as_deref().map(parse_time))
     }
@@ -657,10 +655,6 @@ impl Journal {
         .map(|_| ())
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Ties the journal to the job side at `server`, or checks that it is tied to it:
     /// deliveries are known by the server's ids, which another server may reuse. Returns
     /// the server the journal belongs to when that is another one.
@@ -767,13 +761,46 @@ impl Journal {
     }
 }
 
+/// A file of a delivery that is in the hotfolder, as its claim and the journal have it.
+struct Landed {
+    name: String,
+    sha256: String,
+    /// Its name in the hotfolder.
+    path: String,
+    dropped_at: Option<String>,
+}
+
+/// The files of delivery `id` that are in the hotfolder, with their checksums from the
+/// journaled claim.
+fn landed_files(conn: &Connection, id: &str) -> rusqlite::Result<Vec<Landed>> {
+    let mut statement = conn.prepare(
+        "SELECT f.name, f.drop_name, f.dropped_at, json_extract(d.claim, '$.files[' || f.idx || '].sha256')
+         FROM files f JOIN deliveries d ON d.id = f.delivery
+         WHERE f.delivery = ?1 AND f.dropped = 1 AND f.drop_name IS NOT NULL",
+    )?;
+    let rows = statement.query_map(params![id], |row| {
+        Ok(Landed {
+            name: row.get(0)?,
+            path: row.get(1)?,
+            dropped_at: row.get(2)?,
+            sha256: row
+                .get::<_, Option<String>>(3)?
+                .unwrap_or_default()
+                .to_ascii_lowercase(),
+        })
+    })?;
+    rows.collect()
+}
+
 /// Brings a journal written by an earlier version up to this one's schema.
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
     if version < 1 {
         // When a report may next be tried, after an answer that could not be read.
         conn.execute_batch(
-            "ALTER TABLE reports ADD COLUMN next_at TEXT; PRAGMA user_version = 1;",
+            "ALTER TABLE reports ADD COLUMN next_at TEXT;
+             CREATE INDEX reports_next_at ON reports(next_at);
+             PRAGMA user_version = 1;",
         )?;
     }
     Ok(())

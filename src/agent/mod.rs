@@ -183,10 +183,39 @@ impl Agent {
         }
     }
 
+    /// Renames what an older tbot staged for the unfinished deliveries to today's names.
+    fn adopt_legacy_staging(&self, unfinished: &[journal::Entry]) {
+        for entry in unfinished {
+            let Some(queue) = self
+                .worker
+                .queues
+                .iter()
+                .find(|q| q.config.name == entry.delivery.queue)
+            else {
+                continue;
+            };
+            for index in 0..entry.delivery.files.len() {
+                match queue
+                    .hotfolder
+                    .adopt_legacy_staged(&entry.delivery.id, index)
+                {
+                    Ok(true) => {
+                        info!(delivery = %entry.delivery.id, "took over a file staged by an earlier version")
+                    }
+                    Ok(false) => {}
+                    Err(err) => {
+                        warn!(queue = %queue.config.name, "cannot look for files staged by an earlier version: {err}")
+                    }
+                }
+            }
+        }
+    }
+
     /// Clears staging folders of everything but the files of unfinished deliveries,
     /// which are resumed, and starts those deliveries again.
     fn recover(&self, in_flight: &mut JoinSet<Outcome>) -> anyhow::Result<()> {
         let unfinished = self.worker.journal.unfinished()?;
+        self.adopt_legacy_staging(&unfinished);
         self.clear_staging(&unfinished);
         if !unfinished.is_empty() {
             info!(
@@ -419,6 +448,22 @@ impl Agent {
         }))
     }
 
+    /// Whether this agent is working on delivery `id` or has it in its journal.
+    fn knows(&self, id: &str) -> bool {
+        let active = self
+            .worker
+            .active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(id);
+        active
+            || self
+                .worker
+                .journal
+                .entry(id)
+                .is_ok_and(|entry| entry.is_some())
+    }
+
     /// Starts a task for every claimed delivery; returns how many were claimed.
     fn start_deliveries(&self, claimed: Vec<Claimed>, in_flight: &mut JoinSet<Outcome>) -> usize {
         let count = claimed.len();
@@ -427,6 +472,12 @@ impl Agent {
             match item {
                 Claimed::Ready(delivery) => {
                     in_flight.spawn(async move { worker.deliver(delivery).await });
+                }
+                Claimed::Malformed {
+                    id: Some(id),
+                    problem,
+                } if self.knows(&id) => {
+                    warn!(delivery = %id, "the server handed out again, malformed, a delivery this agent has; keeping what it has: {problem}");
                 }
                 Claimed::Malformed {
                     id: Some(id),

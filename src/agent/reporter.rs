@@ -104,7 +104,9 @@ impl Reporter {
                 .flat_map(|(done, _)| done.iter().cloned())
                 .collect();
             if let Err(err) = self.journal.reports_done(&done) {
+                // Sent, but not crossed off: pause rather than send them again at once.
                 error!("{err}");
+                return Err(ClientError::BadResponse(err.to_string()));
             }
             if let Some(err) = outcomes.into_iter().find_map(|(_, failed)| failed) {
                 return Err(err);

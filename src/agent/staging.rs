@@ -148,6 +148,16 @@ impl StagingDir {
         }
     }
 
+    /// Renames staged file `old` to `new` inside the staging folder, unless `new`
+    /// exists; whether it did. A link is renamed as itself, never followed.
+    pub(crate) fn rename(&self, old: &str, new: &str) -> io::Result<bool> {
+        match rustix::fs::renameat_with(&self.dir, old, &self.dir, new, RenameFlags::NOREPLACE) {
+            Ok(()) => Ok(true),
+            Err(Errno::NOENT | Errno::EXIST) => Ok(false),
+            Err(err) => Err(err.into()),
+        }
+    }
+
     /// The names in the staging folder that `keep_if` picks, to clear what is left over.
     pub(crate) fn names(&self, mut keep_if: impl FnMut(&str) -> bool) -> io::Result<Vec<String>> {
         let mut names = Vec::new();

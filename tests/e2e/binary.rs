@@ -170,6 +170,16 @@ fn check_config_refuses_each_bad_config_naming_the_key() {
             &["unknown field", "tokn", "line 3"],
         ),
         (
+            valid
+                .replace("[server]", "[server]  # the job side")
+                .replace(&token_line, &format!("tiken = \"{SECRET}\"\n")),
+            &["unknown field", "tiken", "line 3"],
+        ),
+        (
+            format!("{}{token_line}", valid.replace(&token_line, "")),
+            &["unknown field", "token"],
+        ),
+        (
             valid.replace(
                 "url = \"https://jobs.example.com\"\n",
                 &format!("url = \"https://jobs.example.com\" token = \"{SECRET}\"\n"),

@@ -274,6 +274,12 @@ async fn a_token_echoed_by_the_server_is_never_logged_stored_or_shown() {
         &[("b.pdf", "/f/b", b"b")],
     );
     broken["job"]["send_count"] = json!(TOKEN);
+    let mut checksum = delivery(
+        "d-3",
+        now + time::Duration::minutes(5),
+        &[("c.pdf", "/f/c", b"c")],
+    );
+    checksum["files"][0]["sha256"] = json!(TOKEN);
     let server = ScriptedServer::builder()
         .at("/f/a", Answer::json(403, echo), Duration::ZERO)
         .claim_deliveries(vec![
@@ -283,13 +289,14 @@ async fn a_token_echoed_by_the_server_is_never_logged_stored_or_shown() {
                 &[("a.pdf", "/f/a", b"a")],
             ),
             broken,
+            checksum,
         ])
         .start()
         .await;
     let floor = Floor::new(&["indigo"]);
     let mut agent = AgentProcess::start(floor.dir.path(), &config(&server, &floor, ""));
-    wait_reports(&server, "fail", &["d-1", "d-2"]).await;
-    for id in ["d-1", "d-2"] {
+    wait_reports(&server, "fail", &["d-1", "d-2", "d-3"]).await;
+    for id in ["d-1", "d-2", "d-3"] {
         let reason = report_for(&server, "fail", id)["reason"].to_string();
         assert!(
             reason.contains("***"),
