@@ -108,7 +108,7 @@ impl Secret {
         let token = self.0.as_bytes();
         let mut out = Vec::with_capacity(bytes.len());
         let mut rest = bytes;
-        while let Some(at) = rest.windows(token.len()).position(|w| w == token) {
+        while let Some(at) = memchr::memmem::find(rest, token) {
             out.extend_from_slice(&rest[..at]);
             out.extend_from_slice(b"***");
             rest = &rest[at + token.len()..];

@@ -66,7 +66,8 @@ pub enum Escape {
 pub fn printable(text: &str, escape: Escape) -> Cow<'_, str> {
     let body = text.strip_suffix('\n').unwrap_or(text);
     let unsafe_char = |c: char| c.is_control() || is_invisible(c);
-    if !body.chars().any(unsafe_char) {
+    // Most lines are plain printable ASCII: one quick pass over the bytes says so.
+    if body.bytes().all(|b| (0x20..0x7f).contains(&b)) || !body.chars().any(unsafe_char) {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 16);
@@ -159,10 +160,13 @@ impl Write for SafeLine<'_> {
 
 impl Drop for SafeLine<'_> {
     fn drop(&mut self) {
-        let text = String::from_utf8_lossy(&self.buffer);
+        let text = match std::str::from_utf8(&self.buffer) {
+            Ok(text) => Cow::Borrowed(text),
+            Err(_) => String::from_utf8_lossy(&self.buffer),
+        };
         let text = match &self.target.secret {
-            Some(secret) => Cow::Owned(secret.redact(&text)),
-            None => text,
+            Some(secret) if text.contains(secret.expose()) => Cow::Owned(secret.redact(&text)),
+            _ => text,
         };
         let line = printable(&text, self.target.escape);
         let _ = std::io::stderr().lock().write_all(line.as_bytes());

@@ -54,12 +54,14 @@ const WINDOWS_RESERVED: &[&str] = &[
 /// Characters that read as nothing or change how the rest reads: Unicode format
 /// characters (zero-width, direction overrides), line and paragraph separators.
 pub(crate) fn is_invisible(c: char) -> bool {
-    matches!(
-        c.general_category(),
-        GeneralCategory::Format
-            | GeneralCategory::LineSeparator
-            | GeneralCategory::ParagraphSeparator
-    )
+    // Every log line passes through here, character by character: ASCII has none.
+    !c.is_ascii()
+        && matches!(
+            c.general_category(),
+            GeneralCategory::Format
+                | GeneralCategory::LineSeparator
+                | GeneralCategory::ParagraphSeparator
+        )
 }
 
 /// Checks that `name` is one plain, visible file name (PROTOCOL.md, "Bad input").
@@ -117,6 +119,9 @@ pub fn check_file_name(name: &str) -> Result<(), String> {
 /// text after Unicode normalisation (NFC) and case folding, as on macOS and Windows
 /// shares.
 pub(crate) fn clash_key(name: &str) -> String {
+    if name.is_ascii() {
+        return name.to_ascii_lowercase();
+    }
     name.nfc()
         .collect::<String>()
         .to_lowercase()

@@ -39,78 +39,80 @@ pub(crate) fn parse(body: &[u8]) -> Result<Vec<Claimed>, String> {
 }
 
 fn one(bytes: &[u8]) -> Claimed {
-    let id = delivery_id(bytes);
     match serde_json::from_slice::<Delivery>(bytes) {
-        Ok(delivery) if id.is_some() => Claimed::Ready(delivery),
+        Ok(delivery) if usable_id(&delivery.id) => Claimed::Ready(delivery),
         Ok(delivery) => Claimed::Malformed {
             id: None,
             problem: format!(
-                "the delivery's id is not 1 to {MAX_ID_CHARS} characters ({} given)",
-                delivery.id.chars().count()
+                "the delivery's id {:?} is not 1 to {MAX_ID_CHARS} characters, or is . or ..",
+                delivery.id.chars().take(MAX_ID_CHARS).collect::<String>()
             ),
         },
         Err(err) => Claimed::Malformed {
-            id,
+            id: delivery_id(bytes),
             problem: format!("the delivery is malformed: {err}"),
         },
     }
 }
 
-/// The delivery's `id` when it can be read on its own, is 1 to 128 characters and can
-/// be put into a URL.
+/// The `id` of a delivery that cannot be read whole, when that much can be read.
 fn delivery_id(bytes: &[u8]) -> Option<String> {
     let members = object_members(bytes)?;
     let (_, value) = members.iter().find(|(key, _)| key == "id")?;
     let id: String = serde_json::from_slice(&bytes[value.clone()]).ok()?;
-    // `.` and `..` cannot be one path segment of a URL, even percent-encoded: they
-    // name the folder or its parent, so such a delivery cannot be addressed.
-    let addressable = id != "." && id != "..";
-    (addressable && (1..=MAX_ID_CHARS).contains(&id.chars().count())).then_some(id)
+    usable_id(&id).then_some(id)
 }
 
-/// The members of the JSON object `bytes` holds: each key (decoded, or skipped when it
+/// Whether `id` is 1 to 128 characters and can be put into a URL. `.` and `..` cannot
+/// be one path segment, even percent-encoded: they name the folder or its parent.
+fn usable_id(id: &str) -> bool {
+    id != "." && id != ".." && (1..=MAX_ID_CHARS).contains(&id.chars().count())
+}
+
+/// The members of the JSON object `bytes` holds: each key (decoded, or empty when it
 /// cannot be) and the byte range of its value.
 fn object_members(bytes: &[u8]) -> Option<Vec<(String, Range<usize>)>> {
-    let mut at = skip_space(bytes, 0);
-    (bytes.get(at) == Some(&b'{')).then_some(())?;
-    at = skip_space(bytes, at + 1);
-    let mut members = Vec::new();
-    if bytes.get(at) == Some(&b'}') {
-        return Some(members);
-    }
-    loop {
+    sequence(bytes, b'{', b'}', |at| {
         let key_end = value_end(bytes, at)?;
         let key = serde_json::from_slice::<String>(&bytes[at..key_end]).unwrap_or_default();
-        at = skip_space(bytes, key_end);
-        (bytes.get(at) == Some(&b':')).then_some(())?;
-        let start = skip_space(bytes, at + 1);
+        let colon = skip_space(bytes, key_end);
+        (bytes.get(colon) == Some(&b':')).then_some(())?;
+        let start = skip_space(bytes, colon + 1);
         let end = value_end(bytes, start)?;
-        members.push((key, start..end));
-        at = skip_space(bytes, end);
-        match bytes.get(at)? {
-            b',' => at = skip_space(bytes, at + 1),
-            b'}' => return Some(members),
-            _ => return None,
-        }
-    }
+        Some(((key, start..end), end))
+    })
 }
 
 /// The byte ranges of the elements of the JSON array `bytes` holds.
 fn array_elements(bytes: &[u8]) -> Option<Vec<Range<usize>>> {
+    sequence(bytes, b'[', b']', |at| {
+        let end = value_end(bytes, at)?;
+        Some((at..end, end))
+    })
+}
+
+/// The comma-separated items between `open` and `close` that `bytes` holds, each read
+/// by `item` from its first byte, which gives the item and where it ends.
+fn sequence<T>(
+    bytes: &[u8],
+    open: u8,
+    close: u8,
+    mut item: impl FnMut(usize) -> Option<(T, usize)>,
+) -> Option<Vec<T>> {
     let mut at = skip_space(bytes, 0);
-    (bytes.get(at) == Some(&b'[')).then_some(())?;
+    (bytes.get(at) == Some(&open)).then_some(())?;
     at = skip_space(bytes, at + 1);
-    let mut elements = Vec::new();
-    if bytes.get(at) == Some(&b']') {
-        return Some(elements);
+    let mut items = Vec::new();
+    if bytes.get(at) == Some(&close) {
+        return Some(items);
     }
     loop {
-        let end = value_end(bytes, at)?;
-        elements.push(at..end);
+        let (value, end) = item(at)?;
+        items.push(value);
         at = skip_space(bytes, end);
-        match bytes.get(at)? {
+        match *bytes.get(at)? {
             b',' => at = skip_space(bytes, at + 1),
-            b']' => return Some(elements),
+            byte if byte == close => return Some(items),
             _ => return None,
         }
     }

@@ -446,7 +446,9 @@ impl Worker {
         loop {
             let err = match self.client.renew(id).await {
                 Ok(renewed) => {
-                    self.extend_lease(id, lease, renewed.lease_expires_at);
+                    // Not journaled: the files move at once, and a restart renews
+                    // again before it moves anything.
+                    lease.renewed(renewed.lease_expires_at);
                     return Ok(());
                 }
                 Err(err @ ClientError::Refused { .. }) => {

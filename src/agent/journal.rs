@@ -501,7 +501,8 @@ impl Journal {
     /// waiting for its next try holds back the later ones of its delivery.
     pub fn reports(&self, limit: usize) -> Result<Vec<Report>> {
         self.with(|conn| {
-            let mut statement = conn.prepare(
+            // Read after every delivery: parsed once, kept in the connection's cache.
+            let mut statement = conn.prepare_cached(
                 "SELECT seq, delivery, kind, body, created_at, attempts, last_error FROM reports r
                  WHERE NOT EXISTS (SELECT 1 FROM reports w WHERE w.next_at > ?2
                                    AND w.delivery = r.delivery AND w.seq <= r.seq)

@@ -421,16 +421,17 @@ async fn unreadable_answers_to_reports_back_off_warn_and_show_as_stuck() {
 
 #[tokio::test]
 async fn the_lease_is_judged_by_the_latest_renewal_on_the_servers_clock() {
-    // The server's clock is an hour behind ours. The claim's lease has 4 s left on it;
-    // the first renewal, during the slow download, grants five minutes more; every
-    // renewal after that fails. The drop goes ahead within the renewed lease.
+    // The server's clock is an hour behind ours. The claim's lease has 6 s left on it
+    // (1 s once tbot's 5 s margin is taken off); the first renewal, 2 s into the
+    // download that takes 5 s, grants five minutes more; every renewal after that
+    // fails. The drop goes ahead within the renewed lease.
     let bytes = sample_bytes(10_000, 9);
     let offset = -time::Duration::hours(1);
     let server_now = OffsetDateTime::now_utc() + offset;
     let down = json!({"error": {"code": "maintenance", "message": "back soon"}});
     let server = ScriptedServer::builder()
         .clock_offset(offset)
-        .file("/f/a", bytes.clone(), Duration::from_millis(2500))
+        .file("/f/a", bytes.clone(), Duration::from_secs(5))
         .renewal(Answer::json(
             200,
             json!({"lease_expires_at": rfc3339(server_now + time::Duration::minutes(5))}),
@@ -438,7 +439,7 @@ async fn the_lease_is_judged_by_the_latest_renewal_on_the_servers_clock() {
         .renewals_then(Answer::json(503, down))
         .claim_deliveries(vec![delivery(
             "d-1",
-            server_now + time::Duration::seconds(4),
+            server_now + time::Duration::seconds(6),
             &[("a.pdf", "/f/a", &bytes)],
         )])
         .start()

@@ -37,6 +37,21 @@ async fn wait_queue(owner: &OperatorClient, status: &str, says: &str) -> String 
     .await
 }
 
+/// Sends a small job to `indigo-7900` and waits until it is complete, its file the only
+/// one in `hotfolder`: the agent took work again, and did nothing else.
+async fn the_only_file_arrives(owner: &OperatorClient, hotfolder: &Path, file: &str) {
+    let job = send_file(
+        owner,
+        "Cards",
+        "indigo-7900",
+        file,
+        file.as_bytes().to_vec(),
+    )
+    .await;
+    wait_deliveries_settled(owner, &["completed"]).await;
+    assert_eq!(visible_files(hotfolder), [format!("{job}_{file}")]);
+}
+
 /// The files in `dir` with their contents, to see that nothing there changed.
 fn contents(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
@@ -83,16 +98,7 @@ async fn a_staging_folder_that_is_a_link_or_not_tbots_own_is_refused() {
     // Gone: tbot makes its own, private, and the queue takes files again.
     std::fs::remove_dir(hotfolder.join(".tbot")).unwrap();
     wait_queue(owner, "ready", "").await;
-    let job = send_file(
-        owner,
-        "Cards",
-        "indigo-7900",
-        "cards.pdf",
-        b"cards".to_vec(),
-    )
-    .await;
-    wait_deliveries_settled(owner, &["completed"]).await;
-    assert_eq!(visible_files(&hotfolder), [format!("{job}_cards.pdf")]);
+    the_only_file_arrives(owner, &hotfolder, "cards.pdf").await;
     let mode = std::fs::metadata(hotfolder.join(".tbot"))
         .unwrap()
         .permissions()
@@ -138,19 +144,7 @@ async fn a_hotfolder_path_that_is_a_link_still_works() {
     std::os::unix::fs::symlink(floor.path("share"), floor.path("indigo")).unwrap();
     let setup = OneQueue::start_on(floor, "").await;
     let owner = &setup.owner;
-    let job = send_file(
-        owner,
-        "Cards",
-        "indigo-7900",
-        "cards.pdf",
-        b"cards".to_vec(),
-    )
-    .await;
-    wait_deliveries_settled(owner, &["completed"]).await;
-    assert_eq!(
-        visible_files(&setup.floor.path("share")),
-        [format!("{job}_cards.pdf")]
-    );
+    the_only_file_arrives(owner, &setup.floor.path("share"), "cards.pdf").await;
     setup.stop().await;
 }
 
@@ -183,19 +177,7 @@ async fn a_second_agent_on_one_journal_stops_at_once_and_names_the_first() {
         "{stderr}"
     );
     // The first goes on as if nothing happened.
-    let job = send_file(
-        &owner,
-        "Cards",
-        "indigo-7900",
-        "cards.pdf",
-        b"cards".to_vec(),
-    )
-    .await;
-    wait_deliveries_settled(&owner, &["completed"]).await;
-    assert_eq!(
-        visible_files(&floor.path("indigo")),
-        [format!("{job}_cards.pdf")]
-    );
+    the_only_file_arrives(&owner, &floor.path("indigo"), "cards.pdf").await;
     assert!(first.signal("TERM").success());
     server.stop().await;
 }
@@ -338,19 +320,7 @@ async fn sighup_never_stops_the_agent() {
         std::future::ready(agent.log().contains("SIGHUP received").then_some(()))
     })
     .await;
-    let job = send_file(
-        &owner,
-        "After",
-        "indigo-7900",
-        "after.pdf",
-        b"after".to_vec(),
-    )
-    .await;
-    wait_deliveries_settled(&owner, &["completed"]).await;
-    assert_eq!(
-        visible_files(&floor.path("indigo")),
-        [format!("{job}_after.pdf")]
-    );
+    the_only_file_arrives(&owner, &floor.path("indigo"), "after.pdf").await;
     assert!(agent.signal("TERM").success(), "{}", agent.log());
     assert!(agent.log().contains("re-read nothing"));
     server.stop().await;

@@ -456,18 +456,22 @@ async fn a_server_that_goes_down_and_comes_back_loses_no_report_and_floods_no_lo
     )
     .await;
 
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_tbot"))
-        .args(["status", "--json", "--config"])
-        .arg(floor.dir.path().join("tbot.toml"))
-        .output()
-        .unwrap();
-    let shown: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
-    let queue = &shown["queues"][0];
-    assert_eq!(
-        queue["waiting_reports"][0]["kind"],
-        json!("complete"),
-        "{shown}"
-    );
+    // The file is visible a moment before its report is journaled: wait for that.
+    let status = wait_until(
+        "the report to wait in the journal",
+        Duration::from_secs(10),
+        || async {
+            let status = std::process::Command::new(env!("CARGO_BIN_EXE_tbot"))
+                .args(["status", "--json", "--config"])
+                .arg(floor.dir.path().join("tbot.toml"))
+                .output()
+                .unwrap();
+            let shown: serde_json::Value = serde_json::from_slice(&status.stdout).ok()?;
+            (shown["queues"][0]["waiting_reports"][0]["kind"] == json!("complete"))
+                .then_some(status)
+        },
+    )
+    .await;
     assert!(!String::from_utf8_lossy(&status.stdout).contains(TOKEN));
     let text = std::process::Command::new(env!("CARGO_BIN_EXE_tbot"))
         .args(["status", "--config"])
