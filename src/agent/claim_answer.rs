@@ -7,6 +7,7 @@
 
 use std::ops::Range;
 
+use crate::config::Secret;
 use crate::protocol::Delivery;
 
 /// Longest delivery id the protocol allows, in characters.
@@ -19,6 +20,32 @@ pub enum Claimed {
     Ready(Delivery),
     /// Leased to us but not readable; it is failed by its id when it has a readable one.
     Malformed { id: Option<String>, problem: String },
+}
+
+impl Claimed {
+    /// The same, with `secret` blotted out of every text in it: a server may have
+    /// written it with JSON escapes that only parsing turns into the secret.
+    pub(crate) fn redacted(self, secret: &Secret) -> Claimed {
+        match self {
+            Claimed::Ready(delivery) => {
+                let text = serde_json::to_string(&delivery).unwrap_or_default();
+                if !text.contains(secret.expose()) {
+                    return Claimed::Ready(delivery);
+                }
+                match serde_json::from_str(&secret.redact(&text)) {
+                    Ok(clean) => Claimed::Ready(clean),
+                    Err(_) => Claimed::Malformed {
+                        id: None,
+                        problem: "the delivery holds the agent token".into(),
+                    },
+                }
+            }
+            Claimed::Malformed { id, problem } => Claimed::Malformed {
+                id: id.filter(|id| !id.contains(secret.expose())),
+                problem: secret.redact(&problem),
+            },
+        }
+    }
 }
 
 /// Reads the deliveries of a claim answer; `Err` when the answer as a whole is not a

@@ -162,12 +162,11 @@ impl ServerClock {
         *self.offset.lock().unwrap_or_else(|p| p.into_inner()) = Some(server_time - midpoint);
     }
 
-    /// Our clock moved by the offset; our own clock when the offset would leave the
-    /// calendar (a server that says it is the year 9999).
-    fn now(&self) -> OffsetDateTime {
-        let offset = *self.offset.lock().unwrap_or_else(|p| p.into_inner());
-        let now = OffsetDateTime::now_utc();
-        now.checked_add(offset.unwrap_or_default()).unwrap_or(now)
+    /// Our clock moved by the offset; `None` before the server has told its time (or
+    /// when it says a time off the calendar, such as the year 9999).
+    fn now(&self) -> Option<OffsetDateTime> {
+        let offset = (*self.offset.lock().unwrap_or_else(|p| p.into_inner()))?;
+        OffsetDateTime::now_utc().checked_add(offset)
     }
 }
 
@@ -235,8 +234,9 @@ impl JobSideClient {
         self.token.redact(text)
     }
 
-    /// The time now on the server's clock, as far as its heartbeat answers tell.
-    pub fn server_now(&self) -> OffsetDateTime {
+    /// The time now on the server's clock, as far as its heartbeat answers tell; `None`
+    /// until one has, since this agent started.
+    pub fn server_now(&self) -> Option<OffsetDateTime> {
         self.clock.now()
     }
 
@@ -258,7 +258,8 @@ impl JobSideClient {
     pub async fn claim(&self, request: &ClaimRequest) -> Result<Vec<Claimed>, ClientError> {
         let timeout = Duration::from_secs(request.wait_s + 30);
         let body = self.call_raw(&["claim"], request, Some(timeout)).await?;
-        // Everything in it is journaled, logged or reported: the token goes first.
+        // Everything in it is journaled, logged or reported: the token goes first, as
+        // the server sent it and, below, as JSON escapes decode it.
         let body = self.token.redact_bytes(&body);
         let mut claimed = claim_answer::parse(&body)
             .map_err(|why| ClientError::BadResponse(format!("{AGENT_API}/claim: {why}")))?;
@@ -271,7 +272,10 @@ impl JobSideClient {
             );
             claimed.truncate(max);
         }
-        Ok(claimed)
+        Ok(claimed
+            .into_iter()
+            .map(|item| item.redacted(&self.token))
+            .collect())
     }
 
     pub async fn renew(&self, delivery: &str) -> Result<RenewResponse, ClientError> {

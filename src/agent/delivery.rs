@@ -410,7 +410,11 @@ impl Worker {
     /// lost; returns why. Transient failures are logged and tried again next time.
     async fn keep_lease(&self, id: &str, lease: &Lease) -> String {
         loop {
-            let remaining = lease.expires_at() - self.client.server_now();
+            let now = self
+                .client
+                .server_now()
+                .unwrap_or_else(OffsetDateTime::now_utc);
+            let remaining = lease.expires_at() - now;
             let wait = Duration::try_from(remaining / 3)
                 .unwrap_or(Duration::ZERO)
                 .clamp(Duration::from_secs(1), Duration::from_secs(300));
@@ -622,11 +626,11 @@ impl Lease {
     }
 
     /// Whether the lease still has time left at `server_now`, with a margin for the
-    /// moves themselves and for clocks that are not quite in step.
-    fn has_time_left(&self, server_now: OffsetDateTime) -> bool {
-        self.expires_at()
-            .checked_sub(LEASE_MARGIN)
-            .is_some_and(|last_moment| last_moment > server_now)
+    /// moves themselves and for clocks that are not quite in step. Without the server's
+    /// time (no heartbeat answered since the agent started) it cannot be told: no.
+    fn has_time_left(&self, server_now: Option<OffsetDateTime>) -> bool {
+        let last_moment = self.expires_at().checked_sub(LEASE_MARGIN);
+        matches!((last_moment, server_now), (Some(last), Some(now)) if last > now)
     }
 }
 

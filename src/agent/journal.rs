@@ -349,8 +349,16 @@ impl Journal {
             let tx = conn.transaction()?;
             let landed = landed_files(&tx, &delivery.id)?;
             tx.execute(
-                "UPDATE deliveries SET claim = ?2, step = 'claimed', reason = NULL, updated_at = ?3 WHERE id = ?1",
-                params![delivery.id, claim, now],
+                "UPDATE deliveries SET claim = ?2, step = 'claimed', reason = NULL, updated_at = ?3,
+                        queue = ?4, job = ?5, order_number = ?6 WHERE id = ?1",
+                params![
+                    delivery.id,
+                    claim,
+                    now,
+                    delivery.queue,
+                    delivery.job.id,
+                    delivery.job.order_number
+                ],
             )?;
             tx.execute("DELETE FROM files WHERE delivery = ?1", params![delivery.id])?;
             let mut landed = landed;
@@ -798,10 +806,14 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
     if version < 1 {
         // When a report may next be tried, after an answer that could not be read.
+        // One transaction: a crash half-way must not leave the column without the
+        // version that says it is there.
         conn.execute_batch(
-            "ALTER TABLE reports ADD COLUMN next_at TEXT;
+            "BEGIN;
+             ALTER TABLE reports ADD COLUMN next_at TEXT;
              CREATE INDEX reports_next_at ON reports(next_at);
-             PRAGMA user_version = 1;",
+             PRAGMA user_version = 1;
+             COMMIT;",
         )?;
     }
     Ok(())

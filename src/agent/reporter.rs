@@ -164,7 +164,9 @@ impl Reporter {
                         self.journal
                             .report_failed(&report, &err.to_string(), Some(retry_at))
                     {
+                        // Not held back in the journal: pause here instead.
                         error!("{journal}");
+                        return (done, Some(err));
                     }
                     return (done, None);
                 }

@@ -27,6 +27,9 @@ pub(crate) struct StagingDir {
     root_path: PathBuf,
     root: OwnedFd,
     dir: OwnedFd,
+    /// The user id files tbot creates here get: its own, or the one a network share
+    /// maps it to.
+    owner: u32,
 }
 
 impl StagingDir {
@@ -76,7 +79,8 @@ impl StagingDir {
         })?;
         let stat = rustix::fs::fstat(&dir)
             .map_err(|err| format!("staging folder {staging_shown}: {}", io::Error::from(err)))?;
-        let me = rustix::process::geteuid().as_raw();
+        // A folder tbot cannot make a file in is not its own either.
+        let me = files_owner(&dir).unwrap_or_else(|_| rustix::process::geteuid().as_raw());
         if stat.st_uid != me {
             return Err(format!(
                 "staging folder {staging_shown} belongs to user id {}, not to the user tbot runs \
@@ -96,6 +100,7 @@ impl StagingDir {
             root_path: root.to_path_buf(),
             root: root_fd,
             dir,
+            owner: me,
         })
     }
 
@@ -131,7 +136,7 @@ impl StagingDir {
         };
         let stat = rustix::fs::fstat(&fd)?;
         if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile
-            || stat.st_uid != rustix::process::geteuid().as_raw()
+            || stat.st_uid != self.owner
             || stat.st_nlink != 1
         {
             return Err(not_ours(name));
@@ -226,6 +231,27 @@ impl StagingDir {
         let free = stat.f_bavail.saturating_mul(stat.f_frsize);
         Ok((free, usize::try_from(stat.f_namemax).unwrap_or(usize::MAX)))
     }
+}
+
+/// The user id that files tbot creates in `dir` get. Locally that is tbot's own; on a
+/// network share it may be another (NFS maps root to `nobody`, a CIFS mount has its
+/// `uid=`), which only a file made there tells: one is made and removed, but only when
+/// the folder's owner is not tbot's own user, so the usual case costs nothing.
+fn files_owner(dir: &OwnedFd) -> rustix::io::Result<u32> {
+    let me = rustix::process::geteuid().as_raw();
+    if rustix::fs::fstat(dir)?.st_uid == me {
+        return Ok(me);
+    }
+    let probe = format!(".owner-{}", std::process::id());
+    let fd = rustix::fs::openat(
+        dir,
+        &probe,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::RUSR | Mode::WUSR,
+    )?;
+    let owner = rustix::fs::fstat(&fd).map(|stat| stat.st_uid);
+    rustix::fs::unlinkat(dir, &probe, AtFlags::empty())?;
+    owner
 }
 
 fn not_ours(name: &str) -> io::Error {

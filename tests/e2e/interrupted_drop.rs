@@ -182,3 +182,57 @@ async fn a_file_that_landed_before_a_failure_is_never_dropped_again() {
     assert_eq!(server.seen_ending("/f/b").len(), 1);
     agent.stop().await;
 }
+
+#[tokio::test]
+async fn without_the_servers_clock_an_interrupted_drop_waits_for_the_server() {
+    // The server answers nothing since the restart: not its time (heartbeats fail),
+    // not the renewal. The journaled lease has minutes left by the agent's own clock,
+    // but that says nothing about the server's: b.pdf must wait.
+    let (a, b) = (sample_bytes(5000, 1), sample_bytes(7000, 2));
+    let down = json!({"error": {"code": "maintenance", "message": "back soon"}});
+    let server = ScriptedServer::builder()
+        .at(
+            "/api/v1/agent/heartbeat",
+            Answer::json(503, down.clone()),
+            Duration::ZERO,
+        )
+        .renewals_then(Answer::json(503, down))
+        .start()
+        .await;
+    let floor = Floor::new(&["indigo"]);
+    let hotfolder = floor.path("indigo");
+    std::fs::create_dir(hotfolder.join(".tbot")).unwrap();
+    std::fs::set_permissions(
+        hotfolder.join(".tbot"),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    std::fs::create_dir(floor.path("state")).unwrap();
+    {
+        let journal = Journal::open(&floor.path("state")).unwrap();
+        let url = url::Url::parse(&server.url).unwrap();
+        journal.bind_server(url.as_str()).unwrap();
+        half_dropped(&journal, &hotfolder, "d-wait", "J-wait", &a, &b);
+    }
+    let agent = RunningAgent::start(&one_queue_config(&server.url, &floor, ""));
+    // Two rounds of renewals (each tried four times by the client) went unanswered.
+    wait_until("two rounds of renewals", Duration::from_secs(20), || {
+        let tried = server.seen_ending("/deliveries/d-wait/renew").len();
+        std::future::ready((tried >= 8).then_some(()))
+    })
+    .await;
+    assert_eq!(
+        visible_files(&hotfolder),
+        ["MC-1_J-wait_a.pdf"],
+        "b.pdf moved"
+    );
+    agent.stop().await;
+    // Stopped while waiting: still unfinished, b.pdf still staged for the next start.
+    let journal = Journal::open_read_only(&floor.path("state")).unwrap();
+    assert_eq!(
+        journal.entry("d-wait").unwrap().unwrap().step,
+        Step::Dropping
+    );
+    assert_eq!(staged_files(&hotfolder).len(), 1);
+    assert!(server.seen_ending("/complete").is_empty());
+}
