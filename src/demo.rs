@@ -46,6 +46,12 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     let config_path = dir.join("tbot.toml");
     std::fs::write(&config_path, agent_config(dir, &server.url()))
         .with_context(|| format!("cannot write {}", config_path.display()))?;
+    // It holds the demo's token: readable by its owner only, as tbot asks of a config.
+    #[cfg(unix)]
+    std::fs::set_permissions(
+        &config_path,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )?;
     let config = Config::load(&config_path)?;
     println!("agent configuration written to {}", config_path.display());
     let shutdown = Shutdown::new();

@@ -282,7 +282,7 @@ impl Worker {
             };
             if let Err(outcome) = transfer {
                 discard_staging(&staging, &plan);
-                return outcome;
+                return with_landed(outcome, &plan);
             }
         }
         if let Err(outcome) = self
@@ -678,6 +678,10 @@ fn with_landed(outcome: Outcome, plan: &[FilePlan]) -> Outcome {
         .collect();
     match outcome {
         Outcome::LeaseLost(why) => Outcome::LeaseLost(append_landed(why, &landed)),
+        Outcome::Failed { reason, retryable } => Outcome::Failed {
+            reason: append_landed(reason, &landed),
+            retryable,
+        },
         other => other,
     }
 }
@@ -772,5 +776,44 @@ fn discard_staging(staging: &StagingDir, plan: &[FilePlan]) {
         if let Err(err) = staging.remove(&file.staged) {
             warn!("cannot remove staged {}: {err}", file.file.name);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_drop_cut_short_names_the_files_that_landed() {
+        let failure = DropFailure {
+            why: "b.pdf could not be moved in as MC-1_J-1_b.pdf: share gone".into(),
+            landed: vec![("a.pdf".into(), "MC-1_J-1_a.pdf".into())],
+        };
+        let Outcome::Failed { reason, retryable } = failure.into_outcome(Path::new("/srv/hot"))
+        else {
+            panic!("not a failure");
+        };
+        assert!(retryable, "the rest may still arrive: {reason}");
+        assert!(
+            reason.contains("/srv/hot") && reason.contains("share gone"),
+            "{reason}"
+        );
+        assert!(
+            reason.contains(
+                "already in the hotfolder, and never dropped again: a.pdf as MC-1_J-1_a.pdf"
+            ),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn a_lease_is_judged_only_on_a_known_server_clock() {
+        let now = OffsetDateTime::now_utc();
+        let lease = Lease::new(now + time::Duration::seconds(30));
+        assert!(lease.has_time_left(Some(now)));
+        assert!(!lease.has_time_left(Some(now + time::Duration::seconds(26))));
+        assert!(!lease.has_time_left(None));
+        lease.renewed(now + time::Duration::seconds(3));
+        assert!(!lease.has_time_left(Some(now)), "the latest renewal counts");
     }
 }

@@ -110,12 +110,15 @@ impl StagingDir {
     }
 
     /// Creates a new, empty staged file `name`; fails if anything by that name exists.
+    /// It gets the permissions any new file gets (0666 less the umask): the private
+    /// folder keeps others out while it is staged, and once moved in, the device (often
+    /// another user, or a share) must be able to read it.
     pub(crate) fn create(&self, name: &str) -> io::Result<File> {
         let fd = rustix::fs::openat(
             &self.dir,
             name,
             OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::RUSR | Mode::WUSR,
+            Mode::from_raw_mode(0o666),
         )?;
         Ok(File::from(fd))
     }

@@ -400,6 +400,14 @@ async fn an_empty_file_is_dropped_and_reported_like_any_other() {
     wait_deliveries_settled(owner, &["completed"]).await;
     let dropped = floor.path("indigo").join(format!("{job}_blank.pdf"));
     assert_eq!(std::fs::metadata(&dropped).unwrap().len(), 0);
+    // The device may be another user: a dropped file gets the permissions of any new
+    // file, not those of tbot's private staging folder.
+    let reference = floor.path("indigo").join("made-by-hand.txt");
+    std::fs::write(&reference, "").unwrap();
+    let mode = |path: &std::path::Path| {
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(path).unwrap().permissions())
+    };
+    assert_eq!(mode(&dropped) & 0o777, mode(&reference) & 0o777);
     assert!(staged_files(&floor.path("indigo")).is_empty());
     setup.stop().await;
 }
