@@ -17,6 +17,19 @@ use time::OffsetDateTime;
 use crate::scripted::*;
 use crate::support::*;
 
+/// The journal of an agent serving `floor`'s `indigo` hotfolder for `server`, as an
+/// agent that ran before left it, and the hotfolder's private staging folder.
+fn earlier_journal(floor: &Floor, server: &ScriptedServer) -> Journal {
+    let staging = floor.path("indigo").join(".tbot");
+    std::fs::create_dir(&staging).unwrap();
+    std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::create_dir(floor.path("state")).unwrap();
+    let journal = Journal::open(&floor.path("state")).unwrap();
+    let url = url::Url::parse(&server.url).unwrap();
+    journal.bind_server(url.as_str()).unwrap();
+    journal
+}
+
 /// Journals `id` (job `job`, files `a.pdf` and `b.pdf`) with `a.pdf` in the hotfolder
 /// already and `b.pdf` verified in staging, its move journaled but not made.
 fn half_dropped(journal: &Journal, hotfolder: &Path, id: &str, job: &str, a: &[u8], b: &[u8]) {
@@ -56,17 +69,8 @@ async fn an_interrupted_drop_is_renewed_first_and_a_refused_renewal_moves_nothin
         .await;
     let floor = Floor::new(&["indigo"]);
     let hotfolder = floor.path("indigo");
-    std::fs::create_dir(hotfolder.join(".tbot")).unwrap();
-    std::fs::set_permissions(
-        hotfolder.join(".tbot"),
-        std::fs::Permissions::from_mode(0o700),
-    )
-    .unwrap();
-    std::fs::create_dir(floor.path("state")).unwrap();
     {
-        let journal = Journal::open(&floor.path("state")).unwrap();
-        let url = url::Url::parse(&server.url).unwrap();
-        journal.bind_server(url.as_str()).unwrap();
+        let journal = earlier_journal(&floor, &server);
         half_dropped(&journal, &hotfolder, "d-lost", "J-lost", &a, &b);
         half_dropped(&journal, &hotfolder, "d-kept", "J-kept", &a, &b);
     }
@@ -145,18 +149,9 @@ async fn a_file_that_landed_before_a_failure_is_never_dropped_again() {
         .await;
     let floor = Floor::new(&["indigo"]);
     let hotfolder = floor.path("indigo");
-    std::fs::create_dir(floor.path("state")).unwrap();
     {
         // An earlier attempt moved a.pdf in, then failed (retryable) on b.pdf.
-        let journal = Journal::open(&floor.path("state")).unwrap();
-        let url = url::Url::parse(&server.url).unwrap();
-        journal.bind_server(url.as_str()).unwrap();
-        std::fs::create_dir(hotfolder.join(".tbot")).unwrap();
-        std::fs::set_permissions(
-            hotfolder.join(".tbot"),
-            std::fs::Permissions::from_mode(0o700),
-        )
-        .unwrap();
+        let journal = earlier_journal(&floor, &server);
         half_dropped(&journal, &hotfolder, "d-again", "J-again", &a, &b);
         journal
             .finish("d-again", Step::Failed, Some("the share went away"), None)
@@ -201,17 +196,8 @@ async fn without_the_servers_clock_an_interrupted_drop_waits_for_the_server() {
         .await;
     let floor = Floor::new(&["indigo"]);
     let hotfolder = floor.path("indigo");
-    std::fs::create_dir(hotfolder.join(".tbot")).unwrap();
-    std::fs::set_permissions(
-        hotfolder.join(".tbot"),
-        std::fs::Permissions::from_mode(0o700),
-    )
-    .unwrap();
-    std::fs::create_dir(floor.path("state")).unwrap();
     {
-        let journal = Journal::open(&floor.path("state")).unwrap();
-        let url = url::Url::parse(&server.url).unwrap();
-        journal.bind_server(url.as_str()).unwrap();
+        let journal = earlier_journal(&floor, &server);
         half_dropped(&journal, &hotfolder, "d-wait", "J-wait", &a, &b);
     }
     let agent = RunningAgent::start(&one_queue_config(&server.url, &floor, ""));
