@@ -32,6 +32,8 @@ pub struct Config {
     /// What is allowed but unwise (a token others can read, plain http over a
     /// network), for `check-config` and the start-up log.
     pub warnings: Vec<String>,
+    /// The file it was read from, for the start-up log.
+    pub source: Option<PathBuf>,
 }
 
 /// How to reach the job side.
@@ -200,8 +202,9 @@ struct RawQueue {
     hotfolder: PathBuf,
     #[serde(default = "default_naming")]
     naming: String,
+    /// Parsed in `check_queues`, so a wrong size gets a message that shows a right one.
     #[serde(default = "default_max_file_size")]
-    max_file_size: ByteSize,
+    max_file_size: String,
     #[serde(default = "default_stall_after", with = "humantime_serde")]
     stall_after: Duration,
 }
@@ -239,8 +242,8 @@ fn default_naming() -> String {
 fn default_stall_after() -> Duration {
     Duration::from_secs(3600)
 }
-fn default_max_file_size() -> ByteSize {
-    ByteSize::gib(20)
+fn default_max_file_size() -> String {
+    "20GiB".into()
 }
 
 /// The configuration file used when `--config` is not given: `/etc/tbot/tbot.toml` for
@@ -284,6 +287,7 @@ impl Config {
             path: path.to_path_buf(),
             problems,
         })?;
+        config.source = Some(path.to_path_buf());
         if let Some(file) = &config.server.token_file {
             if readable_by_others(file) {
                 config.warnings.push(format!(
@@ -356,6 +360,7 @@ impl Config {
         match (url, token) {
             (Some(url), Some(token)) if problems.is_empty() => Ok(Config {
                 warnings: plain_http_warning(&url).into_iter().collect(),
+                source: None,
                 server: ServerConfig {
                     url,
                     token,
@@ -501,10 +506,13 @@ fn is_log_level(level: &str) -> bool {
 }
 
 fn check_url(text: &str) -> Result<Url, String> {
-    let url = Url::parse(text).map_err(|err| format!("server.url {text:?} is not a URL: {err}"))?;
+    const LOOKS_LIKE: &str =
+        "write it with its scheme, such as \"https://jobs.example.com\" or \"http://127.0.0.1:8470\"";
+    let url = Url::parse(text)
+        .map_err(|err| format!("server.url {text:?} is not a URL ({err}): {LOOKS_LIKE}"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!(
-            "server.url must start with https:// (or http://), not {}://",
+            "server.url {text:?} must start with https:// (or http://), not {}: {LOOKS_LIKE}",
             url.scheme()
         ));
     }
@@ -579,16 +587,27 @@ fn check_queues(raw: &[RawQueue], problems: &mut Vec<String>) -> Vec<QueueConfig
         if queue.stall_after.is_zero() {
             problems.push(format!("{key}.stall_after must be longer than 0s"));
         }
-        if queue.max_file_size.as_u64() == 0 {
-            problems.push(format!("{key}.max_file_size must be more than 0 bytes"));
-        }
+        let max_file_size = match queue.max_file_size.trim().parse::<ByteSize>() {
+            Ok(size) if size.as_u64() > 0 => size.as_u64(),
+            Ok(_) => {
+                problems.push(format!("{key}.max_file_size must be more than 0 bytes"));
+                0
+            }
+            Err(_) => {
+                problems.push(format!(
+                    "{key}.max_file_size {:?} is not a size: write it like \"500MiB\", \"20GiB\" or \"4GB\"",
+                    queue.max_file_size
+                ));
+                0
+            }
+        };
         match NamingRule::parse(&queue.naming) {
             Ok(naming) => queues.push(QueueConfig {
                 name: queue.name.clone(),
                 kind: queue.kind,
                 hotfolder: queue.hotfolder.clone(),
                 naming,
-                max_file_size: queue.max_file_size.as_u64(),
+                max_file_size,
                 stall_after: queue.stall_after,
             }),
             Err(why) => problems.push(format!("{key}.naming {:?}: {why}", queue.naming)),

@@ -238,13 +238,17 @@ fn main() -> ExitCode {
 
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Run { config } => run_agent(&config.unwrap_or_else(default_config_path)).await,
+        Command::Run { config } => match config_path(config) {
+            Ok(path) => run_agent(&path).await,
+            Err(code) => Ok(code),
+        },
         Command::CheckConfig { path } => {
-            Ok(check_config(&path.unwrap_or_else(default_config_path)))
+            Ok(config_path(path).map_or_else(|code| code, |path| check_config(&path)))
         }
-        Command::Status { config, json } => {
-            status(&config.unwrap_or_else(default_config_path), json)
-        }
+        Command::Status { config, json } => match config_path(config) {
+            Ok(path) => status(&path, json),
+            Err(code) => Ok(code),
+        },
         Command::MockServer(args) => mock_server(args).await.map(|()| ExitCode::SUCCESS),
         Command::Mock(args) => mock(args).await.map(|()| ExitCode::SUCCESS),
         Command::Demo { dir } => {
@@ -253,6 +257,25 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             tbot::demo::run(&dir).await.map(|()| ExitCode::SUCCESS)
         }
     }
+}
+
+/// The configuration file: the one given, else the platform's standard one, which must
+/// then exist (the error names where tbot looked and how to give another).
+fn config_path(given: Option<PathBuf>) -> Result<PathBuf, ExitCode> {
+    if let Some(path) = given {
+        return Ok(path);
+    }
+    let path = default_config_path();
+    if path.exists() {
+        return Ok(path);
+    }
+    eprintln!(
+        "tbot: no configuration file given, and none at {} (tbot looks at /etc/tbot/tbot.toml \
+         when it runs as a systemd service, else at tbot.toml in this user's configuration \
+         folder); give one with --config, starting from tbot.example.toml",
+        path.display()
+    );
+    Err(ExitCode::from(2))
 }
 
 fn check_config(path: &Path) -> ExitCode {

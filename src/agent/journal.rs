@@ -175,6 +175,18 @@ pub struct Report {
     pub last_error: Option<String>,
 }
 
+impl Report {
+    /// What the report says, as the protocol names it: `complete`, `fail`, or the event
+    /// (`picked_up`, `stalled`), for log lines.
+    pub fn label(&self) -> &str {
+        match self.kind {
+            ReportKind::Complete => "complete",
+            ReportKind::Fail => "fail",
+            ReportKind::Event => self.body["event"].as_str().unwrap_or("event"),
+        }
+    }
+}
+
 /// After this many failed attempts a waiting report is shown as stuck.
 pub const STUCK_AFTER: u32 = 3;
 
@@ -662,6 +674,11 @@ impl Journal {
             )
         })
         .map(|_| ())
+    }
+
+    /// The journal's file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Ties the journal to the job side at `server`, or checks that it is tied to it:

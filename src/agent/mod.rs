@@ -250,10 +250,14 @@ impl Agent {
     /// a server that does not hold claims, the next claim waits for the next check.
     pub async fn run(mut self) -> anyhow::Result<()> {
         let shutdown = self.worker.shutdown.clone();
+        let queues: Vec<&str> = self.config.queues.iter().map(|q| q.name.as_str()).collect();
         info!(
+            version = %env!("CARGO_PKG_VERSION"),
             agent = %self.config.agent.name,
+            config = %self.config.source.as_deref().unwrap_or(std::path::Path::new("-")).display(),
+            journal = %self.worker.journal.path().display(),
             server = %self.config.server.url,
-            queues = self.config.queues.len(),
+            queues = %queues.join(", "),
             sha256_cpu_extensions = pipeline::sha256_uses_cpu_extensions(),
             "tbot agent starting"
         );

@@ -139,7 +139,7 @@ impl Reporter {
             };
             match self.send(&report.delivery, outgoing).await {
                 Ok(()) => {
-                    info!(delivery = %report.delivery, kind = ?report.kind, "reported");
+                    info!(delivery = %report.delivery, report = %report.label(), "reported");
                     done.push(report);
                 }
                 Err(err @ ClientError::Refused { .. }) => {
@@ -156,7 +156,7 @@ impl Reporter {
                     let pause = UNREADABLE_PAUSE
                         .saturating_mul(1 << report.attempts.min(16))
                         .min(MAX_UNREADABLE_PAUSE);
-                    warn!(delivery = %report.delivery, kind = ?report.kind, attempts = report.attempts + 1,
+                    warn!(delivery = %report.delivery, report = %report.label(), attempts = report.attempts + 1,
                         "the server's answer to the report cannot be read; sending it again in {}: {err}",
                         humantime::format_duration(pause));
                     let retry_at = OffsetDateTime::now_utc() + pause;

@@ -92,7 +92,22 @@ fn check_config_refuses_each_bad_config_naming_the_key() {
                 "max_file_size = \"20GiB\"",
                 "max_file_size = \"20 parsecs\"",
             ),
-            &["max_file_size"],
+            &[
+                "queue[0].max_file_size",
+                "\"20 parsecs\"",
+                "like \"500MiB\"",
+            ],
+        ),
+        (
+            valid.replace(
+                "url = \"https://jobs.example.com\"",
+                "url = \"127.0.0.1:8470\"",
+            ),
+            &[
+                "server.url",
+                "\"127.0.0.1:8470\"",
+                "http://127.0.0.1:8470\"",
+            ],
         ),
         (
             valid.replace("kind = \"ctp\"", "kind = \"fax\""),
@@ -236,6 +251,28 @@ fn check_config_warns_of_a_token_others_can_read_and_of_plain_http() {
     let (ok, output) = check_config(dir.path(), &loopback);
     assert!(ok, "{output}");
     assert!(!output.contains("warning"), "{output}");
+}
+
+#[test]
+fn without_a_config_tbot_says_where_it_looked() {
+    let home = tempfile::tempdir().unwrap();
+    for command in [&["run"][..], &["status"], &["check-config"]] {
+        let output = Command::new(TBOT)
+            .args(command)
+            .env("HOME", home.path())
+            .env("XDG_CONFIG_HOME", home.path().join("config"))
+            .env_remove("INVOCATION_ID")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{command:?}: {stderr}");
+        let looked = home.path().join("config").join("tbot").join("tbot.toml");
+        assert!(stderr.contains(&looked.display().to_string()), "{stderr}");
+        assert!(
+            stderr.contains("/etc/tbot/tbot.toml") && stderr.contains("--config"),
+            "{stderr}"
+        );
+    }
 }
 
 #[test]

@@ -413,8 +413,9 @@ async fn unreadable_answers_to_reports_back_off_warn_and_show_as_stuck() {
     assert!(agent.signal("TERM").success());
     let log = agent.log();
     assert!(
-        log.lines()
-            .any(|l| l.contains("WARN") && l.contains("cannot be read")),
+        log.lines().any(|l| l.contains("WARN")
+            && l.contains("report=complete")
+            && l.contains("cannot be read")),
         "{log}"
     );
 }

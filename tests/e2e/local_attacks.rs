@@ -322,6 +322,22 @@ async fn sighup_never_stops_the_agent() {
     .await;
     the_only_file_arrives(&owner, &floor.path("indigo"), "after.pdf").await;
     assert!(agent.signal("TERM").success(), "{}", agent.log());
-    assert!(agent.log().contains("re-read nothing"));
+    let log = agent.log();
+    assert!(log.contains("re-read nothing"), "{log}");
+    // The start-up line says what runs, from where, on what.
+    let config = floor.dir.path().join("tbot.toml");
+    let journal = floor.path("state").join("journal.sqlite3");
+    let start = log
+        .lines()
+        .find(|l| l.contains("tbot agent starting"))
+        .unwrap();
+    for says in [
+        format!("version={}", env!("CARGO_PKG_VERSION")),
+        format!("config={}", config.display()),
+        format!("journal={}", journal.display()),
+        "queues=indigo-7900".to_string(),
+    ] {
+        assert!(start.contains(&says), "{says} missing from: {start}");
+    }
     server.stop().await;
 }
