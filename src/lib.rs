@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod config;
 pub mod demo;
+pub mod health;
 pub mod logging;
 pub mod mockserver;
 pub mod naming;

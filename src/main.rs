@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 use tbot::agent::Agent;
 use tbot::config::{default_config_path, Config, LogFormat};
+use tbot::health::State;
 use tbot::mockserver::model::SettingsChange;
 use tbot::mockserver::{MockServer, MockSettings, UserEntry};
 use tbot::operator_client::OperatorClient;
@@ -300,15 +301,21 @@ fn check_config(path: &Path) -> ExitCode {
     }
 }
 
+/// `tbot status`: the picture, and the monitoring-plugin exit code (0 OK, 1 WARNING,
+/// 2 CRITICAL, 3 UNKNOWN when the configuration or the journal cannot be read).
 fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let unknown = |why: &dyn std::fmt::Display| {
+        println!("UNKNOWN: {why}");
+        Ok(ExitCode::from(State::Unknown as u8))
+    };
     let config = match Config::load(path) {
         Ok(config) => config,
-        Err(err) => {
-            eprintln!("tbot: {err}");
-            return Ok(ExitCode::from(2));
-        }
+        Err(err) => return unknown(&err),
     };
-    let status = tbot::status::read(&config)?;
+    let status = match tbot::status::read(&config) {
+        Ok(status) => status,
+        Err(err) => return unknown(&format!("{err:#}")),
+    };
     let text = if json {
         serde_json::to_string_pretty(&status)? + "\n"
     } else {
@@ -316,7 +323,7 @@ fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     };
     // The journal keeps what the server said; the token never shows, whatever it echoed.
     print!("{}", config.server.token.redact(&text));
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitCode::from(status.health.state as u8))
 }
 
 async fn run_agent(path: &Path) -> anyhow::Result<ExitCode> {

@@ -5,8 +5,12 @@ use bytesize::ByteSize;
 use rusqlite::{params, Connection};
 use serde::Serialize;
 
-use crate::agent::journal::{Journal, JOURNAL_FILE, STUCK_AFTER};
+use time::OffsetDateTime;
+
+use crate::agent::journal::{Journal, ServerContact, JOURNAL_FILE, STUCK_AFTER};
+use crate::agent::journal_lock::running_agent;
 use crate::config::Config;
+use crate::health::{judge, Health, State};
 use crate::logging::{printable, Escape};
 use crate::protocol::wire_name;
 
@@ -16,8 +20,14 @@ const RECENT: usize = 10;
 /// The whole picture, as `tbot status --json` prints it.
 #[derive(Debug, Serialize)]
 pub struct Status {
+    /// All well or not, for monitoring: `tbot status` exits with its state.
+    pub health: Health,
     pub agent: String,
     pub journal: String,
+    /// The process id of the agent running with this journal, if one is.
+    pub running_pid: Option<u32>,
+    /// When the agent last reached the server, or since when it cannot.
+    pub server: ServerContact,
     pub queues: Vec<QueueStatus>,
     /// Reports owed for deliveries too malformed to belong to a queue.
     pub other_reports: Vec<WaitingReport>,
@@ -113,12 +123,25 @@ pub fn read(config: &Config) -> anyhow::Result<Status> {
             });
         }
         Ok(Status {
+            health: Health {
+                state: State::Ok,
+                reasons: Vec::new(),
+            },
             agent: config.agent.name.clone(),
             journal: path.display().to_string(),
+            running_pid: running_agent(&config.agent.state_dir),
+            server: ServerContact::default(),
             queues,
             other_reports: waiting_reports(conn, None)?,
         })
     })?;
+    let mut status = status;
+    status.server = journal.server_contact()?;
+    status.health = judge(
+        &status,
+        OffsetDateTime::now_utc(),
+        config.server.check_interval,
+    );
     Ok(status)
 }
 
@@ -206,10 +229,25 @@ fn failures(conn: &Connection, queue: &str) -> rusqlite::Result<Vec<Failure>> {
 /// The status as a person reads it, one line per line.
 pub fn render(status: &Status) -> String {
     let mut out: Vec<String> = Vec::new();
+    out.push(status.health.line(status));
+    out.push(String::new());
+    let running = match status.running_pid {
+        Some(pid) => format!("running, process {pid}"),
+        None => "not running".into(),
+    };
     out.push(format!(
-        "tbot agent {} (journal {})",
+        "tbot agent {} ({running}; journal {})",
         status.agent, status.journal
     ));
+    let server = &status.server;
+    match (&server.error, &server.error_since, &server.reached_at) {
+        (Some(error), Some(since), _) => out.push(format!(
+            "server: cannot be reached since {}: {error}",
+            short_time(since)
+        )),
+        (_, _, Some(reached)) => out.push(format!("server: last reached {}", short_time(reached))),
+        _ => out.push("server: not reached yet".into()),
+    }
     for queue in &status.queues {
         let state = match (&queue.status, &queue.detail) {
             (Some(status), Some(detail)) => format!("{status}: {detail}"),

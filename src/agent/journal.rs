@@ -187,6 +187,18 @@ impl Report {
     }
 }
 
+/// How the agent last got on with the server, as journaled at each heartbeat. Times
+/// are RFC 3339.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ServerContact {
+    /// When a call last succeeded.
+    pub reached_at: Option<String>,
+    /// Why calls fail, when the last one did.
+    pub error: Option<String>,
+    /// Since when calls have failed.
+    pub error_since: Option<String>,
+}
+
 /// After this many failed attempts a waiting report is shown as stuck.
 pub const STUCK_AFTER: u32 = 3;
 
@@ -674,6 +686,59 @@ impl Journal {
             )
         })
         .map(|_| ())
+    }
+
+    /// Records how the last call to the server went, for `tbot status` and monitoring:
+    /// when it was last reached, or since when it has failed and why.
+    pub fn record_server_contact(&self, failure: Option<&str>) -> Result<()> {
+        let now = now_text();
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            match failure {
+                None => {
+                    tx.execute(
+                        "INSERT INTO meta (key, value) VALUES ('server_reached_at', ?1)
+                         ON CONFLICT(key) DO UPDATE SET value = ?1",
+                        params![now],
+                    )?;
+                    tx.execute(
+                        "DELETE FROM meta WHERE key IN ('server_error', 'server_error_since')",
+                        [],
+                    )?;
+                }
+                Some(error) => {
+                    tx.execute(
+                        "INSERT INTO meta (key, value) VALUES ('server_error', ?1)
+                         ON CONFLICT(key) DO UPDATE SET value = ?1",
+                        params![error],
+                    )?;
+                    tx.execute(
+                        "INSERT OR IGNORE INTO meta (key, value) VALUES ('server_error_since', ?1)",
+                        params![now],
+                    )?;
+                }
+            }
+            tx.commit()
+        })
+    }
+
+    /// How the server was last reached: when, and the failure since then, if any.
+    pub fn server_contact(&self) -> Result<ServerContact> {
+        self.with(|conn| {
+            let meta = |key: &str| -> rusqlite::Result<Option<String>> {
+                conn.query_row(
+                    "SELECT value FROM meta WHERE key = ?1",
+                    params![key],
+                    |row| row.get(0),
+                )
+                .optional()
+            };
+            Ok(ServerContact {
+                reached_at: meta("server_reached_at")?,
+                error: meta("server_error")?,
+                error_since: meta("server_error_since")?,
+            })
+        })
     }
 
     /// The journal's file.

@@ -12,6 +12,29 @@ use super::journal::JOURNAL_FILE;
 /// The lock file's name inside `state_dir`.
 const LOCK_FILE: &str = "journal.lock";
 
+/// The process id of the agent running with the journal in `state_dir`, if one is.
+/// Read from the lock file without taking the lock (that could stop an agent that is
+/// starting in that moment), and believed only while that process lives and is tbot.
+pub fn running_agent(state_dir: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(state_dir.join(LOCK_FILE)).ok()?;
+    let pid: u32 = text.trim().parse().ok()?;
+    is_tbot(pid).then_some(pid)
+}
+
+#[cfg(target_os = "linux")]
+fn is_tbot(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|name| name.trim() == "tbot")
+}
+
+#[cfg(all(unix, not(target_os = "linux")))]
+fn is_tbot(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    rustix::process::Pid::from_raw(pid)
+        .is_some_and(|pid| rustix::process::test_kill_process(pid).is_ok())
+}
+
 /// The exclusive lock on a journal, held for as long as this value lives.
 #[derive(Debug)]
 pub(crate) struct JournalLock {

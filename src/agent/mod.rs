@@ -8,7 +8,7 @@ pub mod client;
 pub mod delivery;
 pub mod hotfolder;
 pub mod journal;
-mod journal_lock;
+pub mod journal_lock;
 pub mod pickup;
 pub mod pipeline;
 pub mod reporter;
@@ -392,6 +392,14 @@ impl Agent {
         };
         if let Some(result) = until(shutdown, self.worker.client.heartbeat(&request)).await {
             log_refusal(&result);
+            let failure = result.as_ref().err().map(ToString::to_string);
+            if let Err(err) = self
+                .worker
+                .journal
+                .record_server_contact(failure.as_deref())
+            {
+                warn!("{err}");
+            }
         }
     }
 

@@ -9,6 +9,7 @@ mod interrupted_drop;
 mod job_side;
 mod latency;
 mod local_attacks;
+mod monitoring;
 mod pickup;
 mod reliability;
 mod scripted;
