@@ -281,7 +281,11 @@ impl Worker {
                 _ = self.shutdown.wait() => Err(Outcome::Stopped),
             };
             if let Err(outcome) = transfer {
-                discard_staging(&staging, &plan);
+                // A stop keeps what is staged: if the delivery comes back to this
+                // agent, it resumes instead of starting over.
+                if outcome != Outcome::Stopped {
+                    discard_staging(&staging, &plan);
+                }
                 return with_landed(outcome, &plan);
             }
         }

@@ -372,6 +372,7 @@ impl Journal {
         self.with(|conn| {
             let tx = conn.transaction()?;
             let landed = landed_files(&tx, &delivery.id)?;
+            let staged = staged_progress(&tx, &delivery.id)?;
             tx.execute(
                 "UPDATE deliveries SET claim = ?2, step = 'claimed', reason = NULL, updated_at = ?3,
                         queue = ?4, job = ?5, order_number = ?6 WHERE id = ?1",
@@ -392,6 +393,13 @@ impl Journal {
                     params![delivery.id, index as i64, file.name, file.size.max(0)],
                 )?;
                 let sha256 = file.sha256.to_ascii_lowercase();
+                // Bytes staged before a stop are resumed from, checked by the ETag.
+                if let Some(progress) = staged.iter().find(|p| p.name == file.name && p.sha256 == sha256) {
+                    tx.execute(
+                        "UPDATE files SET received = ?3, etag = ?4 WHERE delivery = ?1 AND idx = ?2",
+                        params![delivery.id, index as i64, progress.received as i64, progress.etag],
+                    )?;
+                }
                 let Some(found) = landed
                     .iter()
                     .position(|f| f.name == file.name && f.sha256 == sha256)
@@ -649,6 +657,28 @@ impl Journal {
         Ok(entries)
     }
 
+    /// Every delivery whose staged bytes may still be needed: unfinished ones, and
+    /// those handed back at a stop within `handed_back_within`, which resume if the
+    /// server hands them to this agent again.
+    pub fn resumable(&self, handed_back_within: time::Duration) -> Result<Vec<Entry>> {
+        let cutoff = time_text(OffsetDateTime::now_utc() - handed_back_within);
+        let ids: Vec<String> = self.with(|conn| {
+            let mut statement = conn.prepare(
+                "SELECT id FROM deliveries WHERE step IN ('claimed', 'transferring', 'dropping')
+                 OR (step = 'handed_back' AND updated_at >= ?1)",
+            )?;
+            let rows = statement.query_map(params![cutoff], |row| row.get(0))?;
+            rows.collect()
+        })?;
+        let mut entries = Vec::new();
+        for id in ids {
+            if let Some(entry) = self.entry(&id)? {
+                entries.push(entry);
+            }
+        }
+        Ok(entries)
+    }
+
     /// The journal's own random id, made when it was created. It names what this agent
     /// stages, so agents with their own journals never share a staged file.
     pub fn instance(&self) -> Result<String> {
@@ -874,6 +904,36 @@ fn landed_files(conn: &Connection, id: &str) -> rusqlite::Result<Vec<Landed>> {
             name: row.get(0)?,
             path: row.get(1)?,
             dropped_at: row.get(2)?,
+            sha256: row
+                .get::<_, Option<String>>(3)?
+                .unwrap_or_default()
+                .to_ascii_lowercase(),
+        })
+    })?;
+    rows.collect()
+}
+
+/// What a file of a delivery not in the hotfolder had staged, as its claim and the
+/// journal have it.
+struct StagedProgress {
+    name: String,
+    sha256: String,
+    received: u64,
+    etag: Option<String>,
+}
+
+/// The staging progress of the files of delivery `id` that did not land.
+fn staged_progress(conn: &Connection, id: &str) -> rusqlite::Result<Vec<StagedProgress>> {
+    let mut statement = conn.prepare(
+        "SELECT f.name, f.received, f.etag, json_extract(d.claim, '$.files[' || f.idx || '].sha256')
+         FROM files f JOIN deliveries d ON d.id = f.delivery
+         WHERE f.delivery = ?1 AND f.dropped = 0",
+    )?;
+    let rows = statement.query_map(params![id], |row| {
+        Ok(StagedProgress {
+            name: row.get(0)?,
+            received: row.get::<_, i64>(1)? as u64,
+            etag: row.get(2)?,
             sha256: row
                 .get::<_, Option<String>>(3)?
                 .unwrap_or_default()

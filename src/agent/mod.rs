@@ -46,6 +46,10 @@ const KEEP_DAYS: i64 = 30;
 /// How often a running agent prunes its journal.
 const PRUNE_EVERY: Duration = Duration::from_secs(24 * 3600);
 
+/// How long the staged bytes of a delivery handed back at a stop are kept for it to
+/// come back to this agent and resume; after that it has surely gone elsewhere.
+const KEEP_HANDED_BACK: Duration = Duration::from_secs(24 * 3600);
+
 /// How long a stopping agent tries to hand its last reports to the server.
 const FINAL_FLUSH: Duration = Duration::from_secs(5);
 
@@ -152,10 +156,19 @@ impl Agent {
         }
     }
 
-    /// Removes staged files that belong to no unfinished delivery: left by a crash, or
-    /// written by a transfer that was still finishing when its delivery stopped.
-    fn clear_staging(&self, unfinished: &[journal::Entry]) {
-        let keep: HashSet<String> = unfinished
+    /// Removes staged files that no delivery may resume from: left by a crash, written
+    /// by a transfer still finishing when its delivery ended, or kept for a delivery
+    /// handed back at a stop that has not come back within [`KEEP_HANDED_BACK`].
+    fn clear_staging(&self) {
+        let handed_back_within = time::Duration::try_from(KEEP_HANDED_BACK).unwrap_or_default();
+        let resumable = match self.worker.journal.resumable(handed_back_within) {
+            Ok(resumable) => resumable,
+            Err(err) => {
+                warn!("cannot tell which staged files to keep, so none is removed: {err}");
+                return;
+            }
+        };
+        let keep: HashSet<String> = resumable
             .iter()
             .filter_map(|entry| {
                 let queue = self
@@ -216,7 +229,7 @@ impl Agent {
     fn recover(&self, in_flight: &mut JoinSet<Outcome>) -> anyhow::Result<()> {
         let unfinished = self.worker.journal.unfinished()?;
         self.adopt_legacy_staging(&unfinished);
-        self.clear_staging(&unfinished);
+        self.clear_staging();
         if !unfinished.is_empty() {
             info!(
                 deliveries = unfinished.len(),
@@ -234,6 +247,7 @@ impl Agent {
     /// Forgets deliveries finished more than [`KEEP_DAYS`] ago, so the journal of an
     /// agent that runs for years stays small.
     fn prune_journal(&self) {
+        self.clear_staging();
         match self.worker.journal.prune(KEEP_DAYS) {
             Ok(0) => {}
             Ok(n) => info!("forgot {n} deliveries finished more than {KEEP_DAYS} days ago"),
@@ -315,10 +329,7 @@ impl Agent {
         }
         info!(in_flight = in_flight.len(), "stopping");
         while in_flight.join_next().await.is_some() {}
-        match self.worker.journal.unfinished() {
-            Ok(unfinished) => self.clear_staging(&unfinished),
-            Err(err) => warn!("{err}"),
-        }
+        self.clear_staging();
         let _ = reporter.await;
         if tokio::time::timeout(FINAL_FLUSH, self.reporter().flush())
             .await

@@ -2,7 +2,7 @@
 //! SIGTERM, and the demo.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::json;
@@ -301,65 +301,86 @@ fn the_token_can_come_from_the_environment_or_a_file() {
 }
 
 #[tokio::test]
-async fn sigterm_stops_the_agent_cleanly_mid_transfer() {
+async fn sigterm_mid_transfer_hands_back_keeps_the_bytes_and_a_restart_resumes() {
     let server = start_server(|_| {}).await;
     let floor = Floor::new(&["indigo"]);
-    let config_path = floor.path("tbot.toml");
-    std::fs::write(&config_path, one_queue_config(&server.url(), &floor, "")).unwrap();
-    let child = Command::new(TBOT)
-        .args(["run", "--config"])
-        .arg(&config_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
     let owner = operator(&server, "owner");
+    let mut agent = AgentProcess::start(
+        floor.dir.path(),
+        &one_queue_config(&server.url(), &floor, ""),
+    );
     wait_connected(&owner, &["indigo-7900"]).await;
     // 64 MiB at 4 MiB/s: the transfer is certainly under way, and not finished, when
     // the signal comes.
     set_faults(&owner, json!({"bytes_per_second": 4 * 1024 * 1024})).await;
-    let big = vec![7u8; 64 * 1024 * 1024];
-    send_file(&owner, "Big poster", "indigo-7900", "poster.pdf", big).await;
+    let big = sample_bytes(64 * 1024 * 1024, 3);
+    let job = send_file(
+        &owner,
+        "Big poster",
+        "indigo-7900",
+        "poster.pdf",
+        big.clone(),
+    )
+    .await;
     let hotfolder = floor.path("indigo");
+    let staged_len = || {
+        staged_files(&hotfolder)
+            .first()
+            .and_then(|name| std::fs::metadata(hotfolder.join(".tbot").join(name)).ok())
+            .map_or(0, |meta| meta.len())
+    };
     wait_until(
         "the transfer to be under way",
         Duration::from_secs(20),
-        || {
-            let staged = staged_files(&hotfolder).into_iter().any(|name| {
-                std::fs::metadata(hotfolder.join(".tbot").join(name)).is_ok_and(|m| m.len() > 0)
-            });
-            std::future::ready(staged.then_some(()))
-        },
+        || std::future::ready((staged_len() > 1024 * 1024).then_some(())),
     )
     .await;
 
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    let log = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "exit {:?}\n{log}", output.status);
+    let stopped = agent.signal("TERM").await;
+    let log = agent.log();
+    assert!(stopped.success(), "exit {stopped:?}\n{log}");
     assert!(log.contains("SIGTERM"), "{log}");
     assert!(!log.contains(TOKEN), "the token leaked into the log");
     assert!(visible_files(&hotfolder).is_empty(), "{log}");
-    assert!(
-        staged_files(&hotfolder).is_empty(),
-        "staging left behind\n{log}"
-    );
-    // Handed back: the server was told, and the delivery waits for the next agent.
+    // Handed back to the server, the staged bytes kept for a resume.
     let fails: Vec<_> = requests(&owner)
         .await
         .into_iter()
         .filter(|r| r["path"] == json!("/api/v1/agent/deliveries/d-1/fail"))
         .collect();
-    assert_eq!(fails.len(), 1, "{fails:?}");
+    assert_eq!(fails.len(), 1, "{fails:?}\n{log}");
     assert_eq!(fails[0]["status"], json!(200));
     assert_eq!(deliveries(&owner).await[0]["state"], json!("pending"));
+    let kept = staged_len();
+    assert!(kept > 1024 * 1024, "the staged bytes were thrown away");
+
+    // Started again, it gets the delivery back and carries on from those bytes.
+    set_faults(&owner, json!({})).await;
+    agent.restart();
+    wait_deliveries_settled(&owner, &["completed"]).await;
+    assert_eq!(
+        std::fs::read(hotfolder.join(format!("{job}_poster.pdf"))).unwrap(),
+        big
+    );
+    let resumed: Vec<u64> = requests(&owner)
+        .await
+        .iter()
+        .filter(|r| r["status"] == json!(206))
+        .filter_map(|r| {
+            r["range"]
+                .as_str()?
+                .strip_prefix("bytes=")?
+                .strip_suffix('-')?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(
+        resumed.iter().any(|&from| from > 0 && from <= kept),
+        "no ranged request resumed from the {kept} staged bytes: {resumed:?}"
+    );
+    assert!(staged_files(&hotfolder).is_empty());
+    assert!(agent.signal("TERM").await.success());
     server.stop().await;
 }
 

@@ -158,7 +158,7 @@ async fn sigkill_at_random_moments_still_delivers_every_file_exactly_once() {
 
     for _ in 0..KILLS {
         tokio::time::sleep(Duration::from_millis(rng.random_range(150..1200))).await;
-        agent.signal("KILL");
+        agent.signal("KILL").await;
         tokio::time::sleep(Duration::from_millis(rng.random_range(0..300))).await;
         agent.restart();
     }
@@ -174,7 +174,7 @@ async fn sigkill_at_random_moments_still_delivers_every_file_exactly_once() {
         },
     )
     .await;
-    agent.signal("TERM");
+    agent.signal("TERM").await;
     let seen = watcher.finish();
 
     // Nothing partial or corrupt was ever visible, and nothing unexpected appeared.

@@ -311,7 +311,7 @@ async fn a_token_echoed_by_the_server_is_never_logged_stored_or_shown() {
         .unwrap();
     assert!(status.status.success());
     assert!(!String::from_utf8_lossy(&status.stdout).contains(TOKEN));
-    assert!(agent.signal("TERM").success());
+    assert!(agent.signal("TERM").await.success());
     let log = agent.log();
     assert!(
         log.contains("***"),
@@ -347,7 +347,7 @@ async fn forged_log_lines_are_escaped_and_a_log_file_has_no_colour() {
     let floor = Floor::new(&["indigo"]);
     let mut agent = AgentProcess::start(floor.dir.path(), &config(&server, &floor, ""));
     wait_reports(&server, "complete", &[forged_id]).await;
-    assert!(agent.signal("TERM").success());
+    assert!(agent.signal("TERM").await.success());
     let log = agent.log();
     assert!(log.contains("d-1\\nERROR forged line"), "{log}");
     assert!(
@@ -410,7 +410,7 @@ async fn unreadable_answers_to_reports_back_off_warn_and_show_as_stuck() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&text.stdout).contains("STUCK"));
-    assert!(agent.signal("TERM").success());
+    assert!(agent.signal("TERM").await.success());
     let log = agent.log();
     assert!(
         log.lines().any(|l| l.contains("WARN")

@@ -178,7 +178,7 @@ async fn a_second_agent_on_one_journal_stops_at_once_and_names_the_first() {
     );
     // The first goes on as if nothing happened.
     the_only_file_arrives(&owner, &floor.path("indigo"), "cards.pdf").await;
-    assert!(first.signal("TERM").success());
+    assert!(first.signal("TERM").await.success());
     server.stop().await;
 }
 
@@ -321,7 +321,7 @@ async fn sighup_never_stops_the_agent() {
     })
     .await;
     the_only_file_arrives(&owner, &floor.path("indigo"), "after.pdf").await;
-    assert!(agent.signal("TERM").success(), "{}", agent.log());
+    assert!(agent.signal("TERM").await.success(), "{}", agent.log());
     let log = agent.log();
     assert!(log.contains("re-read nothing"), "{log}");
     // The start-up line says what runs, from where, on what.

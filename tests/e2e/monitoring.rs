@@ -82,7 +82,7 @@ async fn status_exits_as_a_monitoring_check_expects() {
     wait_status(&config, 0, "OK").await;
 
     // No agent: critical. A configuration that cannot be read: unknown.
-    assert!(agent.signal("TERM").success());
+    assert!(agent.signal("TERM").await.success());
     wait_status(
         &config,
         2,

@@ -217,7 +217,7 @@ async fn sigkill_mid_transfer_resumes_after_restart_and_drops_once() {
         },
     )
     .await;
-    let status = agent.signal("KILL");
+    let status = agent.signal("KILL").await;
     assert!(!status.success());
     assert!(
         visible_files(&floor.path("indigo")).is_empty(),
@@ -255,7 +255,7 @@ async fn sigkill_mid_transfer_resumes_after_restart_and_drops_once() {
         "{}",
         agent.log()
     );
-    agent.signal("TERM");
+    agent.signal("TERM").await;
     server.stop().await;
 }
 
@@ -492,7 +492,7 @@ async fn a_server_that_goes_down_and_comes_back_loses_no_report_and_floods_no_lo
         visible_files(&floor.path("indigo")),
         [format!("{job}_a.pdf")]
     );
-    agent.signal("TERM");
+    agent.signal("TERM").await;
     let log = agent.log();
     assert_eq!(log.matches("lost the connection").count(), 1, "{log}");
     assert_eq!(

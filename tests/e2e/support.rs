@@ -296,14 +296,21 @@ impl AgentProcess {
     }
 
     /// Sends `signal` (such as "KILL" or "TERM") and waits for the process to end.
-    pub fn signal(&mut self, signal: &str) -> std::process::ExitStatus {
+    /// The wait runs beside the test's runtime, which must go on serving: a stopping
+    /// agent still reports to a server the test runs.
+    pub async fn signal(&mut self, signal: &str) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("agent running");
-        let sent = std::process::Command::new("kill")
-            .args([&format!("-{signal}"), &child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(sent.success());
-        child.wait().expect("agent ends")
+        let signal = format!("-{signal}");
+        tokio::task::spawn_blocking(move || {
+            let sent = std::process::Command::new("kill")
+                .args([&signal, &child.id().to_string()])
+                .status()
+                .expect("kill runs");
+            assert!(sent.success());
+            child.wait().expect("agent ends")
+        })
+        .await
+        .expect("the wait for the agent")
     }
 
     /// The running agent's process id.
