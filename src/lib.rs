@@ -9,6 +9,7 @@ pub mod health;
 pub mod logging;
 pub mod mockserver;
 pub mod naming;
+pub mod online_check;
 pub mod operator_client;
 pub mod protocol;
 pub mod shutdown;

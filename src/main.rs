@@ -41,6 +41,10 @@ enum Command {
     CheckConfig {
         /// Configuration file [default: the platform's standard path]
         path: Option<PathBuf>,
+        /// Also check the hotfolders on this machine and the server (reachable, takes
+        /// the token, clocks agree); exit 1 when one of those fails.
+        #[arg(long)]
+        online: bool,
     },
     /// Show, per queue, what is in flight, waiting to be reported, dropped and failed.
     Status {
@@ -243,9 +247,10 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(path) => run_agent(&path).await,
             Err(code) => Ok(code),
         },
-        Command::CheckConfig { path } => {
-            Ok(config_path(path).map_or_else(|code| code, |path| check_config(&path)))
-        }
+        Command::CheckConfig { path, online } => match config_path(path) {
+            Ok(path) => Ok(check_config(&path, online).await),
+            Err(code) => Ok(code),
+        },
         Command::Status { config, json } => match config_path(config) {
             Ok(path) => status(&path, json),
             Err(code) => Ok(code),
@@ -279,7 +284,7 @@ fn config_path(given: Option<PathBuf>) -> Result<PathBuf, ExitCode> {
     Err(ExitCode::from(2))
 }
 
-fn check_config(path: &Path) -> ExitCode {
+async fn check_config(path: &Path, online: bool) -> ExitCode {
     match Config::load(path) {
         Ok(config) => {
             for warning in &config.warnings {
@@ -292,7 +297,19 @@ fn check_config(path: &Path) -> ExitCode {
                 config.queues.len(),
                 config.server.url
             );
-            ExitCode::SUCCESS
+            if !online {
+                return ExitCode::SUCCESS;
+            }
+            let checks = tbot::online_check::run(&config).await;
+            for check in &checks {
+                let mark = if check.passed { "ok  " } else { "FAIL" };
+                println!("{mark} {}", check.line);
+            }
+            if checks.iter().all(|check| check.passed) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
         Err(err) => {
             eprintln!("tbot: {err}");

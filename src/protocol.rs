@@ -55,6 +55,18 @@ pub struct HeartbeatRequest {
     pub queues: Vec<AnnouncedQueue>,
 }
 
+/// `GET /whoami` answer (1.1): who the token belongs to; nothing changes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WhoamiResponse {
+    pub agent: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub server_time: OffsetDateTime,
+    pub protocol: String,
+}
+
+/// The protocol version this project speaks.
+pub const PROTOCOL_VERSION: &str = "1.1";
+
 /// `POST /heartbeat` answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HeartbeatResponse {

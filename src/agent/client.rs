@@ -20,7 +20,7 @@ use crate::config::{Secret, ServerConfig};
 use crate::logging::clipped;
 use crate::protocol::{
     ClaimRequest, CompleteRequest, CompleteResponse, ErrorBody, EventRequest, FailRequest,
-    HeartbeatRequest, HeartbeatResponse, RenewResponse, AGENT_API,
+    HeartbeatRequest, HeartbeatResponse, RenewResponse, WhoamiResponse, AGENT_API,
 };
 
 /// Longest text of the server's own (an error message) kept in an error.
@@ -238,6 +238,29 @@ impl JobSideClient {
     /// until one has, since this agent started.
     pub fn server_now(&self) -> Option<OffsetDateTime> {
         self.clock.now()
+    }
+
+    /// Asks the server who the token belongs to (PROTOCOL.md 1.1), once, changing
+    /// nothing there. `None` from a version-1 server, which answers 404.
+    pub async fn whoami(&self) -> Result<Option<WhoamiResponse>, ClientError> {
+        let url = self.endpoint(&["whoami"])?;
+        let context = url.path().to_string();
+        let response = self
+            .http
+            .get(url)
+            .bearer_auth(self.token.expose())
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(|err| ClientError::from_reqwest(&context, err).redacted(&self.token))?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let response = check_status(&context, response, &self.token).await?;
+        let body = read_capped(&context, response).await?;
+        serde_json::from_slice(&body).map(Some).map_err(|err| {
+            ClientError::BadResponse(format!("{context}: {err}")).redacted(&self.token)
+        })
     }
 
     pub async fn heartbeat(

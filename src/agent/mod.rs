@@ -12,7 +12,7 @@ pub mod journal_lock;
 pub mod pickup;
 pub mod pipeline;
 pub mod reporter;
-mod staging;
+pub(crate) mod staging;
 pub mod state_dir;
 pub mod stream_copy;
 pub mod transfer;

@@ -16,7 +16,7 @@ use super::api_error::{ApiError, ApiJson};
 use super::AppState;
 use crate::protocol::{
     ClaimRequest, ClaimResponse, CompleteRequest, CompleteResponse, EventRequest, FailRequest,
-    HeartbeatRequest, HeartbeatResponse, RenewResponse,
+    HeartbeatRequest, HeartbeatResponse, RenewResponse, WhoamiResponse, PROTOCOL_VERSION,
 };
 
 /// Longest a claim may be held open, whatever the agent asks for.
@@ -27,6 +27,7 @@ const RECHECK: Duration = Duration::from_secs(1);
 
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
+        .route("/api/v1/agent/whoami", get(whoami))
         .route("/api/v1/agent/heartbeat", post(heartbeat))
         .route("/api/v1/agent/claim", post(claim))
         .route("/api/v1/agent/deliveries/{id}/renew", post(renew))
@@ -58,6 +59,15 @@ impl FromRequestParts<Arc<AppState>> for Agent {
             .map(|name| Agent(name.clone()))
             .ok_or_else(ApiError::unauthorized)
     }
+}
+
+/// Who the token belongs to, and the server's time; records nothing.
+async fn whoami(State(state): State<Arc<AppState>>, Agent(agent): Agent) -> Json<WhoamiResponse> {
+    Json(WhoamiResponse {
+        agent,
+        server_time: state.clock.now(),
+        protocol: PROTOCOL_VERSION.into(),
+    })
 }
 
 async fn heartbeat(

@@ -275,6 +275,70 @@ fn without_a_config_tbot_says_where_it_looked() {
     }
 }
 
+#[tokio::test]
+async fn check_config_online_checks_hotfolders_the_token_and_the_clock() {
+    let server = start_server(|_| {}).await;
+    let floor = Floor::new(&["indigo"]);
+    let path = floor.path("tbot.toml");
+    // Run beside the test's runtime: the server in it must answer meanwhile.
+    let online = |text: String| {
+        let path = path.clone();
+        async move {
+            std::fs::write(&path, text).unwrap();
+            tokio::task::spawn_blocking(move || {
+                let output = Command::new(TBOT)
+                    .args(["check-config", "--online"])
+                    .arg(&path)
+                    .env_remove("TBOT_TOKEN")
+                    .output()
+                    .unwrap();
+                let out = String::from_utf8_lossy(&output.stdout).into_owned();
+                (output.status.code(), out)
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let config = one_queue_config(&server.url(), &floor, "");
+
+    let (code, out) = online(config.clone()).await;
+    assert_eq!(code, Some(0), "{out}");
+    for says in [
+        "ok   queue indigo-7900: hotfolder",
+        "takes the token, as agent",
+        "clock agrees",
+    ] {
+        assert!(out.contains(says), "{says:?} missing:\n{out}");
+    }
+    assert!(
+        !floor.path("indigo").join(".tbot").exists(),
+        "the check made a staging folder"
+    );
+
+    let (code, out) = online(config.replace(TOKEN, "not-the-token")).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("FAIL") && out.contains("refuses the token"),
+        "{out}"
+    );
+
+    std::fs::rename(floor.path("indigo"), floor.path("indigo-away")).unwrap();
+    let (code, out) = online(config.clone()).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("FAIL queue indigo-7900: hotfolder"), "{out}");
+    std::fs::rename(floor.path("indigo-away"), floor.path("indigo")).unwrap();
+
+    let owner = operator(&server, "owner");
+    owner
+        .post("/clock/advance", json!({"by": "2h"}))
+        .await
+        .unwrap();
+    let (code, out) = online(config).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("clock is 2h"), "{out}");
+    server.stop().await;
+}
+
 #[test]
 fn the_token_can_come_from_the_environment_or_a_file() {
     let dir = tempfile::tempdir().unwrap();
