@@ -12,6 +12,7 @@ pub mod journal_lock;
 pub mod pickup;
 pub mod pipeline;
 pub mod reporter;
+mod service_manager;
 pub(crate) mod staging;
 pub mod state_dir;
 pub mod stream_copy;
@@ -39,6 +40,7 @@ use journal::Journal;
 use journal_lock::JournalLock;
 use pickup::PickupWatch;
 use reporter::Reporter;
+use service_manager::ServiceManager;
 
 /// Finished deliveries stay in the journal this many days, for `tbot status`.
 const KEEP_DAYS: i64 = 30;
@@ -67,6 +69,23 @@ pub struct Agent {
     stalled: HashMap<String, usize>,
     /// Held while the agent runs: no second agent may use the journal.
     _lock: JournalLock,
+    /// systemd (when it runs the agent), told how things go.
+    service: ServiceManager,
+    /// How the last heartbeat went: when the server was last reached, or since when
+    /// and why it cannot be.
+    contact: Contact,
+}
+
+/// The agent's contact with the server, as its heartbeats find it.
+#[derive(Debug, Default)]
+enum Contact {
+    #[default]
+    NotYet,
+    Reached(Instant),
+    Failing {
+        since: time::OffsetDateTime,
+        why: String,
+    },
 }
 
 /// A claim on its way, with the request and when it was sent: the server may hold it
@@ -145,6 +164,8 @@ impl Agent {
             pickup,
             stalled: HashMap::new(),
             _lock: lock,
+            service: ServiceManager::from_env(),
+            contact: Contact::NotYet,
         })
     }
 
@@ -277,6 +298,12 @@ impl Agent {
         );
         let mut in_flight: JoinSet<Outcome> = JoinSet::new();
         self.recover(&mut in_flight)?;
+        // Ready once the queues are probed; the server may well be down, and that is
+        // the agent's job to ride out, not a failure to start.
+        self.probe_queues();
+        let status = self.status_line(in_flight.len());
+        self.service.ready(status);
+        let mut watchdog = self.service.watchdog_every().map(tokio::time::interval);
         let reporter = tokio::spawn(self.reporter().run(shutdown.clone()));
         let mut check = tokio::time::interval(self.config.server.check_interval);
         check.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -325,8 +352,14 @@ impl Agent {
                     }
                 }
                 Some(_) = in_flight.join_next() => {}
+                _ = async { watchdog.as_mut().expect("guarded").tick().await }, if watchdog.is_some() => {
+                    self.service.watchdog();
+                }
             }
+            let status = self.status_line(in_flight.len());
+            self.service.status(status);
         }
+        self.service.stopping();
         info!(in_flight = in_flight.len(), "stopping");
         while in_flight.join_next().await.is_some() {}
         self.clear_staging();
@@ -387,8 +420,9 @@ impl Agent {
             .collect()
     }
 
-    /// Announces the queues and notes which are ready for files.
-    async fn heartbeat(&mut self, shutdown: &Shutdown) {
+    /// Probes every queue, notes the changes and which are ready for files; returns
+    /// them as the heartbeat announces them.
+    fn probe_queues(&mut self) -> Vec<AnnouncedQueue> {
         let queues = self.announce();
         self.note_queue_changes(&queues);
         self.ready = queues
@@ -396,6 +430,33 @@ impl Agent {
             .filter(|queue| queue.status != QueueStatus::Unavailable)
             .map(|queue| queue.name.clone())
             .collect();
+        queues
+    }
+
+    /// What the agent is doing, in words, for `systemctl status`.
+    fn status_line(&self, in_flight: usize) -> String {
+        let work = format!(
+            "{} of {} queue(s) ready, {in_flight} deliveries in flight",
+            self.ready.len(),
+            self.config.queues.len()
+        );
+        match &self.contact {
+            Contact::NotYet => format!("{work}, server not reached yet"),
+            Contact::Reached(at) => {
+                format!("{work}, server reached {} s ago", at.elapsed().as_secs())
+            }
+            Contact::Failing { since, why } => {
+                let (hour, minute, second) = since.to_hms();
+                format!(
+                    "cannot reach the server since {hour:02}:{minute:02}:{second:02} UTC: {why}; {work}"
+                )
+            }
+        }
+    }
+
+    /// Announces the queues and notes which are ready for files.
+    async fn heartbeat(&mut self, shutdown: &Shutdown) {
+        let queues = self.probe_queues();
         let request = HeartbeatRequest {
             agent: self.config.agent.name.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -404,6 +465,17 @@ impl Agent {
         if let Some(result) = until(shutdown, self.worker.client.heartbeat(&request)).await {
             log_refusal(&result);
             let failure = result.as_ref().err().map(ToString::to_string);
+            self.contact = match (&failure, std::mem::take(&mut self.contact)) {
+                (None, _) => Contact::Reached(Instant::now()),
+                (Some(why), Contact::Failing { since, .. }) => Contact::Failing {
+                    since,
+                    why: why.clone(),
+                },
+                (Some(why), _) => Contact::Failing {
+                    since: time::OffsetDateTime::now_utc(),
+                    why: why.clone(),
+                },
+            };
             if let Err(err) = self
                 .worker
                 .journal

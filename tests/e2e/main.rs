@@ -14,3 +14,4 @@ mod pickup;
 mod reliability;
 mod scripted;
 mod support;
+mod systemd;

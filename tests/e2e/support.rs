@@ -257,12 +257,19 @@ pub fn sha256_file(path: &Path) -> String {
 pub struct AgentProcess {
     config: PathBuf,
     log: PathBuf,
+    /// Environment variables the agent is started with, such as `NOTIFY_SOCKET`.
+    env: Vec<(String, String)>,
     child: Option<std::process::Child>,
 }
 
 impl AgentProcess {
     /// Writes `config_text` next to the log and starts the agent.
     pub fn start(dir: &Path, config_text: &str) -> AgentProcess {
+        AgentProcess::start_with_env(dir, config_text, &[])
+    }
+
+    /// Like [`AgentProcess::start`], with `env` set for the agent.
+    pub fn start_with_env(dir: &Path, config_text: &str, env: &[(&str, &str)]) -> AgentProcess {
         let config = dir.join("tbot.toml");
         std::fs::write(&config, config_text).expect("config written");
         // The file holds the token: readable by its owner only, as tbot asks.
@@ -271,6 +278,10 @@ impl AgentProcess {
         let mut process = AgentProcess {
             config,
             log: dir.join("agent.log"),
+            env: env
+                .iter()
+                .map(|(key, value)| (key.to_string(), value.to_string()))
+                .collect(),
             child: None,
         };
         process.spawn();
@@ -288,6 +299,7 @@ impl AgentProcess {
             .args(["run", "--config"])
             .arg(&self.config)
             .env_remove("NO_COLOR")
+            .envs(self.env.iter().map(|(key, value)| (key, value)))
             .stdout(std::process::Stdio::null())
             .stderr(log)
             .spawn()
