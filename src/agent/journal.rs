@@ -371,8 +371,7 @@ impl Journal {
         let now = now_text();
         self.with(|conn| {
             let tx = conn.transaction()?;
-            let landed = landed_files(&tx, &delivery.id)?;
-            let staged = staged_progress(&tx, &delivery.id)?;
+            let mut earlier = earlier_files(&tx, &delivery.id)?;
             tx.execute(
                 "UPDATE deliveries SET claim = ?2, step = 'claimed', reason = NULL, updated_at = ?3,
                         queue = ?4, job = ?5, order_number = ?6 WHERE id = ?1",
@@ -386,30 +385,34 @@ impl Journal {
                 ],
             )?;
             tx.execute("DELETE FROM files WHERE delivery = ?1", params![delivery.id])?;
-            let mut landed = landed;
             for (index, file) in delivery.files.iter().enumerate() {
                 tx.execute(
                     "INSERT INTO files (delivery, idx, name, size) VALUES (?1, ?2, ?3, ?4)",
                     params![delivery.id, index as i64, file.name, file.size.max(0)],
                 )?;
                 let sha256 = file.sha256.to_ascii_lowercase();
-                // Bytes staged before a stop are resumed from, checked by the ETag.
-                if let Some(progress) = staged.iter().find(|p| p.name == file.name && p.sha256 == sha256) {
-                    tx.execute(
-                        "UPDATE files SET received = ?3, etag = ?4 WHERE delivery = ?1 AND idx = ?2",
-                        params![delivery.id, index as i64, progress.received as i64, progress.etag],
-                    )?;
-                }
-                let Some(found) = landed
+                let Some(found) = earlier
                     .iter()
                     .position(|f| f.name == file.name && f.sha256 == sha256)
                 else {
                     continue;
                 };
-                let earlier = landed.remove(found);
+                // Landed: never moved again. Staged before a stop: resumed from, the
+                // ETag checking that the server's file is still the same.
+                let was = earlier.remove(found);
+                let landed = was.drop_name.is_some() && was.dropped;
                 tx.execute(
-                    "UPDATE files SET drop_name = ?3, dropped = 1, dropped_at = ?4 WHERE delivery = ?1 AND idx = ?2",
-                    params![delivery.id, index as i64, earlier.path, earlier.dropped_at],
+                    "UPDATE files SET received = ?3, etag = ?4, drop_name = ?5, dropped = ?6, dropped_at = ?7
+                     WHERE delivery = ?1 AND idx = ?2",
+                    params![
+                        delivery.id,
+                        index as i64,
+                        was.received as i64,
+                        was.etag,
+                        was.drop_name.filter(|_| landed),
+                        landed,
+                        was.dropped_at.filter(|_| landed)
+                    ],
                 )?;
             }
             tx.commit()?;
@@ -882,60 +885,35 @@ impl Journal {
     }
 }
 
-/// A file of a delivery that is in the hotfolder, as its claim and the journal have it.
-struct Landed {
-    name: String,
-    sha256: String,
-    /// Its name in the hotfolder.
-    path: String,
-    dropped_at: Option<String>,
-}
-
-/// The files of delivery `id` that are in the hotfolder, with their checksums from the
-/// journaled claim.
-fn landed_files(conn: &Connection, id: &str) -> rusqlite::Result<Vec<Landed>> {
-    let mut statement = conn.prepare(
-        "SELECT f.name, f.drop_name, f.dropped_at, json_extract(d.claim, '$.files[' || f.idx || '].sha256')
-         FROM files f JOIN deliveries d ON d.id = f.delivery
-         WHERE f.delivery = ?1 AND f.dropped = 1 AND f.drop_name IS NOT NULL",
-    )?;
-    let rows = statement.query_map(params![id], |row| {
-        Ok(Landed {
-            name: row.get(0)?,
-            path: row.get(1)?,
-            dropped_at: row.get(2)?,
-            sha256: row
-                .get::<_, Option<String>>(3)?
-                .unwrap_or_default()
-                .to_ascii_lowercase(),
-        })
-    })?;
-    rows.collect()
-}
-
-/// What a file of a delivery not in the hotfolder had staged, as its claim and the
-/// journal have it.
-struct StagedProgress {
+/// A file of a delivery as the journal had it before a restart, with its checksum from
+/// the journaled claim: what is kept of it depends on whether it landed.
+struct EarlierFile {
     name: String,
     sha256: String,
     received: u64,
     etag: Option<String>,
+    drop_name: Option<String>,
+    dropped: bool,
+    dropped_at: Option<String>,
 }
 
-/// The staging progress of the files of delivery `id` that did not land.
-fn staged_progress(conn: &Connection, id: &str) -> rusqlite::Result<Vec<StagedProgress>> {
+/// The files of delivery `id` as journaled.
+fn earlier_files(conn: &Connection, id: &str) -> rusqlite::Result<Vec<EarlierFile>> {
     let mut statement = conn.prepare(
-        "SELECT f.name, f.received, f.etag, json_extract(d.claim, '$.files[' || f.idx || '].sha256')
-         FROM files f JOIN deliveries d ON d.id = f.delivery
-         WHERE f.delivery = ?1 AND f.dropped = 0",
+        "SELECT f.name, f.received, f.etag, f.drop_name, f.dropped, f.dropped_at,
+                json_extract(d.claim, '$.files[' || f.idx || '].sha256')
+         FROM files f JOIN deliveries d ON d.id = f.delivery WHERE f.delivery = ?1",
     )?;
     let rows = statement.query_map(params![id], |row| {
-        Ok(StagedProgress {
+        Ok(EarlierFile {
             name: row.get(0)?,
             received: row.get::<_, i64>(1)? as u64,
             etag: row.get(2)?,
+            drop_name: row.get(3)?,
+            dropped: row.get::<_, i64>(4)? != 0,
+            dropped_at: row.get(5)?,
             sha256: row
-                .get::<_, Option<String>>(3)?
+                .get::<_, Option<String>>(6)?
                 .unwrap_or_default()
                 .to_ascii_lowercase(),
         })
