@@ -644,20 +644,10 @@ impl Journal {
 
     /// Every delivery whose work here is unfinished, oldest claim first.
     pub fn unfinished(&self) -> Result<Vec<Entry>> {
-        let ids: Vec<String> = self.with(|conn| {
-            let mut statement = conn.prepare(
-                "SELECT id FROM deliveries WHERE step IN ('claimed', 'transferring', 'dropping') ORDER BY claimed_at",
-            )?;
-            let rows = statement.query_map([], |row| row.get(0))?;
-            rows.collect()
-        })?;
-        let mut entries = Vec::new();
-        for id in ids {
-            if let Some(entry) = self.entry(&id)? {
-                entries.push(entry);
-            }
-        }
-        Ok(entries)
+        self.entries(
+            "SELECT id FROM deliveries WHERE step IN ('claimed', 'transferring', 'dropping') ORDER BY claimed_at",
+            [],
+        )
     }
 
     /// Every delivery whose staged bytes may still be needed: unfinished ones, and
@@ -665,12 +655,18 @@ impl Journal {
     /// server hands them to this agent again.
     pub fn resumable(&self, handed_back_within: time::Duration) -> Result<Vec<Entry>> {
         let cutoff = time_text(OffsetDateTime::now_utc() - handed_back_within);
+        self.entries(
+            "SELECT id FROM deliveries WHERE step IN ('claimed', 'transferring', 'dropping')
+             OR (step = 'handed_back' AND updated_at >= ?1)",
+            params![cutoff],
+        )
+    }
+
+    /// The deliveries whose ids `query` selects, as journaled.
+    fn entries(&self, query: &str, values: impl rusqlite::Params) -> Result<Vec<Entry>> {
         let ids: Vec<String> = self.with(|conn| {
-            let mut statement = conn.prepare(
-                "SELECT id FROM deliveries WHERE step IN ('claimed', 'transferring', 'dropping')
-                 OR (step = 'handed_back' AND updated_at >= ?1)",
-            )?;
-            let rows = statement.query_map(params![cutoff], |row| row.get(0))?;
+            let mut statement = conn.prepare(query)?;
+            let rows = statement.query_map(values, |row| row.get(0))?;
             rows.collect()
         })?;
         let mut entries = Vec::new();
