@@ -707,14 +707,7 @@ impl Journal {
     /// Whether the journal takes a write now: a full or read-only state folder would
     /// make the agent take work it cannot record.
     pub fn check_writable(&self) -> Result<()> {
-        self.with(|conn| {
-            conn.execute(
-                "INSERT INTO meta (key, value) VALUES ('checked_at', ?1)
-                 ON CONFLICT(key) DO UPDATE SET value = ?1",
-                params![now_text()],
-            )
-        })
-        .map(|_| ())
+        self.with(|conn| set_meta(conn, "checked_at", &now_text()))
     }
 
     /// Records how the last call to the server went, for `tbot status` and monitoring:
@@ -725,22 +718,14 @@ impl Journal {
             let tx = conn.transaction()?;
             match failure {
                 None => {
-                    tx.execute(
-                        "INSERT INTO meta (key, value) VALUES ('server_reached_at', ?1)
-                         ON CONFLICT(key) DO UPDATE SET value = ?1",
-                        params![now],
-                    )?;
+                    set_meta(&tx, "server_reached_at", &now)?;
                     tx.execute(
                         "DELETE FROM meta WHERE key IN ('server_error', 'server_error_since')",
                         [],
                     )?;
                 }
                 Some(error) => {
-                    tx.execute(
-                        "INSERT INTO meta (key, value) VALUES ('server_error', ?1)
-                         ON CONFLICT(key) DO UPDATE SET value = ?1",
-                        params![error],
-                    )?;
+                    set_meta(&tx, "server_error", error)?;
                     tx.execute(
                         "INSERT OR IGNORE INTO meta (key, value) VALUES ('server_error_since', ?1)",
                         params![now],
@@ -879,6 +864,15 @@ impl Journal {
     pub fn read<T>(&self, work: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
         self.with(|conn| work(conn))
     }
+}
+
+/// Sets `key` in the journal's `meta` table to `value`.
+fn set_meta(conn: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
+        params![key, value],
+    )
+    .map(drop)
 }
 
 /// A file of a delivery as the journal had it before a restart, with its checksum from

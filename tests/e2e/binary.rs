@@ -366,14 +366,7 @@ fn the_token_can_come_from_the_environment_or_a_file() {
 
 #[tokio::test]
 async fn sigterm_mid_transfer_hands_back_keeps_the_bytes_and_a_restart_resumes() {
-    let server = start_server(|_| {}).await;
-    let floor = Floor::new(&["indigo"]);
-    let owner = operator(&server, "owner");
-    let mut agent = AgentProcess::start(
-        floor.dir.path(),
-        &one_queue_config(&server.url(), &floor, ""),
-    );
-    wait_connected(&owner, &["indigo-7900"]).await;
+    let (server, floor, owner, mut agent) = agent_process_on_one_queue("").await;
     // 64 MiB at 4 MiB/s: the transfer is certainly under way, and not finished, when
     // the signal comes.
     set_faults(&owner, json!({"bytes_per_second": 4 * 1024 * 1024})).await;

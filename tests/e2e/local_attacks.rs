@@ -303,14 +303,7 @@ async fn a_full_state_folder_stops_claiming_and_the_agent_recovers_by_itself() {
 
 #[tokio::test]
 async fn sighup_never_stops_the_agent() {
-    let server = start_server(|_| {}).await;
-    let floor = Floor::new(&["indigo"]);
-    let owner = operator(&server, "owner");
-    let mut agent = AgentProcess::start(
-        floor.dir.path(),
-        &one_queue_config(&server.url(), &floor, ""),
-    );
-    wait_connected(&owner, &["indigo-7900"]).await;
+    let (server, floor, owner, mut agent) = agent_process_on_one_queue("").await;
     let sent = std::process::Command::new("kill")
         .args(["-HUP", &agent.pid().to_string()])
         .status()

@@ -37,15 +37,9 @@ async fn wait_status(config: &Path, code: i32, says: &str) -> String {
 
 #[tokio::test]
 async fn status_exits_as_a_monitoring_check_expects() {
-    let server = start_server(|_| {}).await;
-    let floor = Floor::new(&["indigo"]);
-    let owner = operator(&server, "owner");
-    let mut agent = AgentProcess::start(
-        floor.dir.path(),
-        &one_queue_config(&server.url(), &floor, "stall_after = \"1s\""),
-    );
+    let (server, floor, owner, mut agent) =
+        agent_process_on_one_queue("stall_after = \"1s\"").await;
     let config = floor.dir.path().join("tbot.toml");
-    wait_connected(&owner, &["indigo-7900"]).await;
 
     let ok = wait_status(&config, 0, "OK: agent test-floor running").await;
     assert!(ok.contains(&format!("process {}", agent.pid())), "{ok}");

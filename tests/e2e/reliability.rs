@@ -5,24 +5,10 @@ use std::time::Duration;
 
 use serde_json::json;
 use tbot::agent::journal::{Journal, Step};
-use tbot::mockserver::MockServer;
 use tbot::operator_client::OperatorClient;
 
 use crate::scripted::{delivery, Answer, ScriptedServer, Seen};
 use crate::support::*;
-
-/// A mock server and the agent as a process serving `indigo-7900`, connected.
-async fn agent_process_on_one_queue() -> (MockServer, Floor, OperatorClient, AgentProcess) {
-    let server = start_server(|_| {}).await;
-    let floor = Floor::new(&["indigo"]);
-    let owner = operator(&server, "owner");
-    let agent = AgentProcess::start(
-        floor.dir.path(),
-        &one_queue_config(&server.url(), &floor, ""),
-    );
-    wait_connected(&owner, &["indigo-7900"]).await;
-    (server, floor, owner, agent)
-}
 
 /// Ranged requests that continued a file (`Range: bytes=N-` with N > 0, answered 206).
 async fn resumed_ranges(owner: &OperatorClient) -> Vec<String> {
@@ -190,7 +176,7 @@ async fn a_lost_lease_stops_the_delivery_and_drops_nothing() {
 
 #[tokio::test]
 async fn sigkill_mid_transfer_resumes_after_restart_and_drops_once() {
-    let (server, floor, owner, mut agent) = agent_process_on_one_queue().await;
+    let (server, floor, owner, mut agent) = agent_process_on_one_queue("").await;
     set_faults(&owner, json!({"bytes_per_second": 4 * 1024 * 1024})).await;
     let bytes = sample_bytes(6 * 1024 * 1024, 11);
     let job = send_file(
@@ -427,7 +413,7 @@ async fn a_full_disk_loses_nothing_and_the_queue_recovers() {
 
 #[tokio::test]
 async fn a_server_that_goes_down_and_comes_back_loses_no_report_and_floods_no_log() {
-    let (server, floor, owner, mut agent) = agent_process_on_one_queue().await;
+    let (server, floor, owner, mut agent) = agent_process_on_one_queue("").await;
 
     // The file is on its way when the server goes down: the drop happens, the report
     // waits in the journal, and goes out when the server is back.

@@ -350,6 +350,22 @@ impl Drop for AgentProcess {
     }
 }
 
+/// A mock server and the agent as a process serving `indigo-7900` from the hotfolder
+/// `indigo`, with `extra_queue_keys` in the queue's table, connected.
+pub async fn agent_process_on_one_queue(
+    extra_queue_keys: &str,
+) -> (MockServer, Floor, OperatorClient, AgentProcess) {
+    let server = start_server(|_| {}).await;
+    let floor = Floor::new(&["indigo"]);
+    let owner = operator(&server, "owner");
+    let agent = AgentProcess::start(
+        floor.dir.path(),
+        &one_queue_config(&server.url(), &floor, extra_queue_keys),
+    );
+    wait_connected(&owner, &["indigo-7900"]).await;
+    (server, floor, owner, agent)
+}
+
 /// Sets the mock server's faults.
 pub async fn set_faults(owner: &OperatorClient, faults: Value) {
     owner.put("/faults", faults).await.expect("faults set");
