@@ -48,6 +48,19 @@ pub struct ServerConfig {
     /// How long the server may hold a claim open waiting for work; zero turns long
     /// polling off.
     pub long_poll: Duration,
+    pub tls: TlsFiles,
+}
+
+/// TLS settings beyond the system's: the files are read when the agent connects, so
+/// that a reload picks up renewed certificates.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// A PEM bundle of certificate authorities trusted besides the system roots: the
+    /// print shop's own, when its job side has a certificate from it.
+    pub ca_file: Option<PathBuf>,
+    /// The client certificate and its private key (both PEM), for a server that asks
+    /// agents to prove who they are with one (mutual TLS).
+    pub client_identity: Option<(PathBuf, PathBuf)>,
 }
 
 /// Who this agent is and where it keeps its state.
@@ -74,7 +87,7 @@ pub enum LogFormat {
 }
 
 /// One output device and the hotfolder it watches.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct QueueConfig {
     pub name: String,
     pub kind: QueueKind,
@@ -174,6 +187,9 @@ struct RawServer {
     heartbeat_interval: Duration,
     #[serde(default = "default_long_poll", with = "humantime_serde")]
     long_poll: Duration,
+    ca_file: Option<PathBuf>,
+    client_cert: Option<PathBuf>,
+    client_key: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -340,6 +356,24 @@ impl Config {
                 humantime::format_duration(raw.server.long_poll)
             ));
         }
+        let client_identity = match (raw.server.client_cert, raw.server.client_key) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            (Some(_), None) => {
+                problems.push(
+                    "server.client_cert is set but server.client_key is not: give both, or neither"
+                        .into(),
+                );
+                None
+            }
+            (None, Some(_)) => {
+                problems.push(
+                    "server.client_key is set but server.client_cert is not: give both, or neither"
+                        .into(),
+                );
+                None
+            }
+        };
         if raw.agent.name.trim().is_empty() {
             problems.push("agent.name must not be empty".into());
         }
@@ -368,6 +402,10 @@ impl Config {
                     check_interval: raw.server.check_interval,
                     heartbeat_interval: raw.server.heartbeat_interval,
                     long_poll: raw.server.long_poll,
+                    tls: TlsFiles {
+                        ca_file: raw.server.ca_file,
+                        client_identity,
+                    },
                 },
                 agent: AgentConfig {
                     name: raw.agent.name,

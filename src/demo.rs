@@ -14,9 +14,9 @@ use sha2::{Digest, Sha256};
 
 use crate::agent::Agent;
 use crate::config::Config;
+use crate::control::Control;
 use crate::mockserver::{MockServer, MockSettings};
 use crate::operator_client::OperatorClient;
-use crate::shutdown::Shutdown;
 
 /// Marks a folder as the demo's own, so a second run may clear its hotfolders.
 const MARKER: &str = ".tbot-demo";
@@ -54,12 +54,12 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     )?;
     let config = Config::load(&config_path)?;
     println!("agent configuration written to {}", config_path.display());
-    let shutdown = Shutdown::new();
-    let agent = Agent::new(config, shutdown.clone())?;
+    let control = Control::new();
+    let agent = Agent::new(config, control.clone())?;
     let agent_task = tokio::spawn(agent.run());
 
     let result = drive(&server, dir).await;
-    shutdown.trigger();
+    control.shutdown().trigger();
     agent_task.await??;
     server.stop().await;
     let rows = result?;

@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod config;
+pub mod control;
 pub mod demo;
 pub mod health;
 pub mod logging;

@@ -9,24 +9,85 @@
 
 use std::borrow::Cow;
 use std::io::{IsTerminal, Write};
+use std::sync::OnceLock;
 
 use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
 
 use crate::config::{LogFormat, Secret};
 use crate::naming::is_invisible;
 
+/// The log line writer, swapped whole when a reload changes the format or the token.
+type LineLayer = Box<dyn Layer<Registry> + Send + Sync>;
+
+/// What a reload changes in the installed subscriber.
+struct Reconfigure {
+    lines: reload::Handle<LineLayer, Registry>,
+    filter: reload::Handle<
+        EnvFilter,
+        tracing_subscriber::layer::Layered<reload::Layer<LineLayer, Registry>, Registry>,
+    >,
+    /// Every token this process was given: one replaced by a reload may still come
+    /// back in a server's text, so it stays blotted out.
+    secrets: std::sync::Mutex<Vec<Secret>>,
+}
+
+/// Set by [`init`] when it installed the subscriber (not in tests that share one).
+static RECONFIGURE: OnceLock<Reconfigure> = OnceLock::new();
+
 /// Installs the global log subscriber. `RUST_LOG`, when set, overrides `level`. Colour
 /// only on a terminal, and never with `NO_COLOR` set.
 pub fn init(level: &str, format: LogFormat, secret: Option<&Secret>) {
-    let filter = EnvFilter::try_from_default_env()
+    let secrets: Vec<Secret> = secret.into_iter().cloned().collect();
+    let (lines, lines_handle) = reload::Layer::new(line_layer(format, secrets.clone()));
+    let (filter, filter_handle) = reload::Layer::new(filter(level));
+    // A subscriber that is already installed (tests, the demo) is kept.
+    if tracing_subscriber::registry()
+        .with(lines)
+        .with(filter)
+        .try_init()
+        .is_ok()
+    {
+        let _ = RECONFIGURE.set(Reconfigure {
+            lines: lines_handle,
+            filter: filter_handle,
+            secrets: std::sync::Mutex::new(secrets),
+        });
+    }
+}
+
+/// Applies a reloaded `[log]` section and token to the subscriber [`init`] installed;
+/// does nothing where another one was installed.
+pub fn reconfigure(level: &str, format: LogFormat, secret: &Secret) -> anyhow::Result<()> {
+    let Some(installed) = RECONFIGURE.get() else {
+        return Ok(());
+    };
+    let secrets = {
+        let mut secrets = installed.secrets.lock().unwrap_or_else(|p| p.into_inner());
+        if !secrets.contains(secret) {
+            secrets.push(secret.clone());
+        }
+        secrets.clone()
+    };
+    installed.lines.reload(line_layer(format, secrets))?;
+    installed.filter.reload(filter(level))?;
+    Ok(())
+}
+
+fn filter(level: &str) -> EnvFilter {
+    EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+        .unwrap_or_else(|_| EnvFilter::new("info"))
+}
+
+fn line_layer(format: LogFormat, secrets: Vec<Secret>) -> LineLayer {
     let colour = format == LogFormat::Text
         && std::io::stderr().is_terminal()
         && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
     let writer = SafeStderr {
-        secret: secret.cloned(),
+        secrets,
         escape: match format {
             LogFormat::Text => Escape::Text {
                 keep_colour: colour,
@@ -34,21 +95,18 @@ pub fn init(level: &str, format: LogFormat, secret: Option<&Secret>) {
             LogFormat::Json => Escape::Json,
         },
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_ansi(colour)
         .with_target(false);
-    let installed = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
+    match format {
+        LogFormat::Text => layer.boxed(),
+        LogFormat::Json => layer
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .try_init(),
-    };
-    // A subscriber that is already installed (tests, the demo) is kept.
-    drop(installed);
+            .boxed(),
+    }
 }
 
 /// How untrusted characters are written.
@@ -126,7 +184,7 @@ pub fn clipped(text: &str, max: usize) -> String {
 
 /// Standard error, one whole log line per write, made safe on the way.
 struct SafeStderr {
-    secret: Option<Secret>,
+    secrets: Vec<Secret>,
     escape: Escape,
 }
 
@@ -164,10 +222,13 @@ impl Drop for SafeLine<'_> {
             Ok(text) => Cow::Borrowed(text),
             Err(_) => String::from_utf8_lossy(&self.buffer),
         };
-        let text = match &self.target.secret {
-            Some(secret) if text.contains(secret.expose()) => Cow::Owned(secret.redact(&text)),
-            _ => text,
-        };
+        let text = self.target.secrets.iter().fold(text, |text, secret| {
+            if text.contains(secret.expose()) {
+                Cow::Owned(secret.redact(&text))
+            } else {
+                text
+            }
+        });
         let line = printable(&text, self.target.escape);
         let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }

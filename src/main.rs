@@ -12,11 +12,11 @@ use serde_json::{json, Value};
 
 use tbot::agent::Agent;
 use tbot::config::{default_config_path, Config, LogFormat};
+use tbot::control::Control;
 use tbot::health::State;
 use tbot::mockserver::model::SettingsChange;
 use tbot::mockserver::{MockServer, MockSettings, UserEntry};
 use tbot::operator_client::OperatorClient;
-use tbot::shutdown::Shutdown;
 
 #[derive(Parser)]
 #[command(
@@ -290,6 +290,11 @@ async fn check_config(path: &Path, online: bool) -> ExitCode {
             for warning in &config.warnings {
                 eprintln!("tbot: warning: {warning}");
             }
+            // The TLS files are read as the agent will read them.
+            if let Err(err) = tbot::agent::client::JobSideClient::new(&config.server) {
+                eprintln!("tbot: {}: {err:#}", path.display());
+                return ExitCode::from(2);
+            }
             println!(
                 "{}: valid; agent {} serves {} queue(s) from {}",
                 path.display(),
@@ -359,44 +364,8 @@ async fn run_agent(path: &Path) -> anyhow::Result<ExitCode> {
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-    let shutdown = Shutdown::new();
-    stop_on_signals(shutdown.clone())?;
-    Agent::new(config, shutdown)?.run().await?;
+    Agent::new(config, Control::from_signals()?)?.run().await?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Triggers `shutdown` on SIGTERM (systemd's stop) and SIGINT (Ctrl-C). SIGHUP
-/// (`systemctl reload`, a closed terminal) never stops tbot: reloading is not built yet,
-/// so it says that it re-read nothing and carries on.
-fn stop_on_signals(shutdown: Shutdown) -> anyhow::Result<()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        let mut hangup = signal(SignalKind::hangup())?;
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = term.recv() => tracing::info!("SIGTERM received"),
-                    _ = int.recv() => tracing::info!("SIGINT received"),
-                    _ = hangup.recv() => {
-                        tracing::info!("SIGHUP received: this version cannot reload its configuration, so it re-read nothing and carries on; restart tbot to apply changes");
-                        continue;
-                    }
-                }
-                break;
-            }
-            shutdown.trigger();
-        });
-    }
-    #[cfg(not(unix))]
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            shutdown.trigger();
-        }
-    });
-    Ok(())
 }
 
 async fn mock_server(args: MockServerArgs) -> anyhow::Result<()> {
@@ -430,9 +399,7 @@ async fn mock_server(args: MockServerArgs) -> anyhow::Result<()> {
     let server = MockServer::start(settings, args.listen).await?;
     println!("tbot mock server listening on {}", server.url());
     println!("users: {}", users.join(", "));
-    let shutdown = Shutdown::new();
-    stop_on_signals(shutdown.clone())?;
-    shutdown.wait().await;
+    Control::from_signals()?.shutdown().wait().await;
     server.stop().await;
     Ok(())
 }

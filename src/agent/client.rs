@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use backon::{ExponentialBuilder, Retryable};
 use reqwest::header::{self, HeaderMap};
 use reqwest::{Method, StatusCode};
@@ -16,6 +17,7 @@ use url::Url;
 
 use super::claim_answer;
 pub use super::claim_answer::Claimed;
+use super::connection::{tls_advice, Connection};
 use crate::config::{Secret, ServerConfig};
 use crate::logging::clipped;
 use crate::protocol::{
@@ -100,8 +102,13 @@ impl ClientError {
 
     fn from_reqwest(context: &str, err: reqwest::Error) -> ClientError {
         // reqwest's message names the URL but never headers, so the token stays out.
+        let chain = error_chain(&err);
+        let what = match tls_advice(&chain) {
+            Some(advice) => format!("{context}: {chain}. {advice}"),
+            None => format!("{context}: {chain}"),
+        };
         ClientError::Transient {
-            what: format!("{context}: {}", error_chain(&err)),
+            what,
             retry_after: None,
         }
     }
@@ -173,9 +180,8 @@ impl ServerClock {
 /// Talks to one job-side server as one agent.
 #[derive(Clone)]
 pub struct JobSideClient {
-    http: reqwest::Client,
-    base: Url,
-    token: Secret,
+    /// Shared by every clone: a reload swaps it for all at once.
+    connection: Arc<ArcSwap<Connection>>,
     retry: ExponentialBuilder,
     link: Arc<Link>,
     clock: Arc<ServerClock>,
@@ -183,20 +189,8 @@ pub struct JobSideClient {
 
 impl JobSideClient {
     pub fn new(server: &ServerConfig) -> anyhow::Result<JobSideClient> {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("tbot/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
-            .read_timeout(Duration::from_secs(60))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
-        let mut base = server.url.clone();
-        if !base.path().ends_with('/') {
-            base.set_path(&format!("{}/", base.path()));
-        }
         Ok(JobSideClient {
-            http,
-            base,
-            token: server.token.clone(),
+            connection: Arc::new(ArcSwap::from_pointee(Connection::new(server)?)),
             link: Arc::new(Link {
                 up: AtomicBool::new(true),
             }),
@@ -215,23 +209,31 @@ impl JobSideClient {
         self
     }
 
+    /// Reaches the server as `server` says from the next call on, in every clone;
+    /// calls on their way finish as they began. An error (a TLS file that cannot be
+    /// read) changes nothing.
+    pub fn reconnect(&self, server: &ServerConfig) -> anyhow::Result<()> {
+        self.connection.store(Arc::new(Connection::new(server)?));
+        Ok(())
+    }
+
+    fn connection(&self) -> Arc<Connection> {
+        self.connection.load_full()
+    }
+
     /// The URL of an agent endpoint or a server path, below the configured base URL.
     pub fn resolve(&self, path: &str) -> Result<Url, ClientError> {
-        self.base.join(path.trim_start_matches('/')).map_err(|err| {
-            ClientError::BadResponse(format!("cannot make a URL of {path:?}: {err}"))
-        })
+        resolve(&self.connection(), path)
     }
 
     /// Whether `url` has the configured server's origin, the only place the token goes.
     pub fn is_own_origin(&self, url: &Url) -> bool {
-        url.scheme() == self.base.scheme()
-            && url.host_str() == self.base.host_str()
-            && url.port_or_known_default() == self.base.port_or_known_default()
+        self.connection().is_own_origin(url)
     }
 
     /// `text` with the agent token blotted out, for any text that came from the server.
     pub fn redact(&self, text: &str) -> String {
-        self.token.redact(text)
+        self.connection().token.redact(text)
     }
 
     /// The time now on the server's clock, as far as its heartbeat answers tell; `None`
@@ -243,24 +245,26 @@ impl JobSideClient {
     /// Asks the server who the token belongs to (PROTOCOL.md 1.1), once, changing
     /// nothing there. `None` from a version-1 server, which answers 404.
     pub async fn whoami(&self) -> Result<Option<WhoamiResponse>, ClientError> {
-        let url = self.endpoint(&["whoami"])?;
+        let connection = self.connection();
+        let token = &connection.token;
+        let url = endpoint(&connection, &["whoami"])?;
         let context = url.path().to_string();
-        let response = self
+        let response = connection
             .http
             .get(url)
-            .bearer_auth(self.token.expose())
+            .bearer_auth(token.expose())
             .timeout(Duration::from_secs(10))
             .send()
             .await
-            .map_err(|err| ClientError::from_reqwest(&context, err).redacted(&self.token))?;
+            .map_err(|err| ClientError::from_reqwest(&context, err).redacted(token))?;
         if response.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }
-        let response = check_status(&context, response, &self.token).await?;
+        let response = check_status(&context, response, token).await?;
         let body = read_capped(&context, response).await?;
-        serde_json::from_slice(&body).map(Some).map_err(|err| {
-            ClientError::BadResponse(format!("{context}: {err}")).redacted(&self.token)
-        })
+        serde_json::from_slice(&body)
+            .map(Some)
+            .map_err(|err| ClientError::BadResponse(format!("{context}: {err}")).redacted(token))
     }
 
     pub async fn heartbeat(
@@ -283,7 +287,8 @@ impl JobSideClient {
         let body = self.call_raw(&["claim"], request, Some(timeout)).await?;
         // Everything in it is journaled, logged or reported: the token goes first, as
         // the server sent it and, below, as JSON escapes decode it.
-        let body = self.token.redact_bytes(&body);
+        let token = self.connection().token.clone();
+        let body = token.redact_bytes(&body);
         let mut claimed = claim_answer::parse(&body)
             .map_err(|why| ClientError::BadResponse(format!("{AGENT_API}/claim: {why}")))?;
         let max = usize::try_from(request.max).unwrap_or(usize::MAX);
@@ -297,7 +302,7 @@ impl JobSideClient {
         }
         Ok(claimed
             .into_iter()
-            .map(|item| item.redacted(&self.token))
+            .map(|item| item.redacted(&token))
             .collect())
     }
 
@@ -333,17 +338,6 @@ impl JobSideClient {
         Ok(())
     }
 
-    /// The URL of the agent endpoint made of `segments`, each one percent-encoded path
-    /// segment whatever it holds (a delivery id from the server may hold `/`, `?` or
-    /// `..`).
-    fn endpoint(&self, segments: &[&str]) -> Result<Url, ClientError> {
-        let path: Vec<String> = segments
-            .iter()
-            .map(|segment| percent_encoding::utf8_percent_encode(segment, ID_SEGMENT).to_string())
-            .collect();
-        self.resolve(&format!("{AGENT_API}/{}", path.join("/")))
-    }
-
     /// POSTs `body` to an agent endpoint and reads the JSON answer.
     async fn call<B: Serialize, T: DeserializeOwned>(
         &self,
@@ -354,7 +348,7 @@ impl JobSideClient {
         let answer = self.call_raw(segments, body, timeout).await?;
         serde_json::from_slice(&answer).map_err(|err| {
             ClientError::BadResponse(format!("{AGENT_API}/{}: {err}", segments.join("/")))
-                .redacted(&self.token)
+                .redacted(&self.connection().token)
         })
     }
 
@@ -366,9 +360,10 @@ impl JobSideClient {
         body: &B,
         timeout: Option<Duration>,
     ) -> Result<Vec<u8>, ClientError> {
-        let url = self.endpoint(segments)?;
+        let connection = self.connection();
+        let url = endpoint(&connection, segments)?;
         let endpoint = segments[0];
-        let attempt = || self.post_once(url.clone(), body, timeout);
+        let attempt = || post_once(&connection, url.clone(), body, timeout);
         let result = attempt
             .retry(self.retry)
             .when(ClientError::is_transient)
@@ -384,30 +379,9 @@ impl JobSideClient {
             })
             .notify(|err, delay| tracing::debug!("{endpoint}: {err}; trying again in {delay:?}"))
             .await
-            .map_err(|err| err.redacted(&self.token));
+            .map_err(|err| err.redacted(&connection.token));
         self.link.observe(&result);
         result
-    }
-
-    async fn post_once<B: Serialize>(
-        &self,
-        url: Url,
-        body: &B,
-        timeout: Option<Duration>,
-    ) -> Result<Vec<u8>, ClientError> {
-        let context = url.path().to_string();
-        let request = self
-            .http
-            .request(Method::POST, url)
-            .bearer_auth(self.token.expose())
-            .timeout(timeout.unwrap_or(Duration::from_secs(30)))
-            .json(body);
-        let response = request
-            .send()
-            .await
-            .map_err(|err| ClientError::from_reqwest(&context, err))?;
-        let response = check_status(&context, response, &self.token).await?;
-        read_capped(&context, response).await
     }
 
     /// Starts a file download, from byte `offset` when it is more than 0. The token is
@@ -419,68 +393,108 @@ impl JobSideClient {
         offset: u64,
         etag: Option<&str>,
     ) -> Result<reqwest::Response, ClientError> {
-        self.follow_download(url, offset, etag)
+        let connection = self.connection();
+        follow_download(&connection, url, offset, etag)
             .await
-            .map_err(|err| err.redacted(&self.token))
+            .map_err(|err| err.redacted(&connection.token))
     }
+}
 
-    async fn follow_download(
-        &self,
-        url: &str,
-        offset: u64,
-        etag: Option<&str>,
-    ) -> Result<reqwest::Response, ClientError> {
-        let mut url = if url.starts_with('/') {
-            self.resolve(url)?
-        } else {
-            Url::parse(url)
-                .map_err(|err| ClientError::BadResponse(format!("file url {url:?}: {err}")))?
-        };
-        for _ in 0..=MAX_REDIRECTS {
-            if !matches!(url.scheme(), "http" | "https") {
+/// The URL of an agent endpoint or a server path, below the connection's base URL.
+fn resolve(connection: &Connection, path: &str) -> Result<Url, ClientError> {
+    connection
+        .resolve(path)
+        .map_err(|err| ClientError::BadResponse(format!("cannot make a URL of {path:?}: {err}")))
+}
+
+/// The URL of the agent endpoint made of `segments`, each one percent-encoded path
+/// segment whatever it holds (a delivery id from the server may hold `/`, `?` or
+/// `..`).
+fn endpoint(connection: &Connection, segments: &[&str]) -> Result<Url, ClientError> {
+    let path: Vec<String> = segments
+        .iter()
+        .map(|segment| percent_encoding::utf8_percent_encode(segment, ID_SEGMENT).to_string())
+        .collect();
+    resolve(connection, &format!("{AGENT_API}/{}", path.join("/")))
+}
+
+async fn post_once<B: Serialize>(
+    connection: &Connection,
+    url: Url,
+    body: &B,
+    timeout: Option<Duration>,
+) -> Result<Vec<u8>, ClientError> {
+    let context = url.path().to_string();
+    let request = connection
+        .http
+        .request(Method::POST, url)
+        .bearer_auth(connection.token.expose())
+        .timeout(timeout.unwrap_or(Duration::from_secs(30)))
+        .json(body);
+    let response = request
+        .send()
+        .await
+        .map_err(|err| ClientError::from_reqwest(&context, err))?;
+    let response = check_status(&context, response, &connection.token).await?;
+    read_capped(&context, response).await
+}
+
+async fn follow_download(
+    connection: &Connection,
+    url: &str,
+    offset: u64,
+    etag: Option<&str>,
+) -> Result<reqwest::Response, ClientError> {
+    let mut url = if url.starts_with('/') {
+        resolve(connection, url)?
+    } else {
+        Url::parse(url)
+            .map_err(|err| ClientError::BadResponse(format!("file url {url:?}: {err}")))?
+    };
+    for _ in 0..=MAX_REDIRECTS {
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(ClientError::BadResponse(format!(
+                "file url {url} is not http(s)"
+            )));
+        }
+        let mut request = connection.http.get(url.clone());
+        if connection.is_own_origin(&url) {
+            request = request.bearer_auth(connection.token.expose());
+        }
+        if offset > 0 {
+            request = request.header(header::RANGE, format!("bytes={offset}-"));
+            if let Some(etag) = etag {
+                request = request.header(header::IF_RANGE, etag);
+            }
+        }
+        let context = format!("download {}", url.path());
+        let response = request
+            .send()
+            .await
+            .map_err(|err| ClientError::from_reqwest(&context, err))?;
+        if response.status().is_redirection() {
+            let location = response
+                .headers()
+                .get(header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| {
+                    ClientError::BadResponse(format!("{context}: redirect without Location"))
+                })?;
+            url = url.join(location).map_err(|err| {
+                ClientError::BadResponse(format!("{context}: bad redirect: {err}"))
+            })?;
+            if !url.username().is_empty() || url.password().is_some() {
                 return Err(ClientError::BadResponse(format!(
-                    "file url {url} is not http(s)"
+                    "{context}: redirected to a URL with a user name or password, which tbot does not send"
                 )));
             }
-            let mut request = self.http.get(url.clone());
-            if self.is_own_origin(&url) {
-                request = request.bearer_auth(self.token.expose());
-            }
-            if offset > 0 {
-                request = request.header(header::RANGE, format!("bytes={offset}-"));
-                if let Some(etag) = etag {
-                    request = request.header(header::IF_RANGE, etag);
-                }
-            }
-            let context = format!("download {}", url.path());
-            let response = request
-                .send()
-                .await
-                .map_err(|err| ClientError::from_reqwest(&context, err))?;
-            if response.status().is_redirection() {
-                let location = response
-                    .headers()
-                    .get(header::LOCATION)
-                    .and_then(|v| v.to_str().ok())
-                    .ok_or_else(|| {
-                        ClientError::BadResponse(format!("{context}: redirect without Location"))
-                    })?;
-                url = url.join(location).map_err(|err| {
-                    ClientError::BadResponse(format!("{context}: bad redirect: {err}"))
-                })?;
-                if !url.username().is_empty() || url.password().is_some() {
-                    return Err(ClientError::BadResponse(format!(
-                        "{context}: redirected to a URL with a user name or password, which tbot does not send"
-                    )));
-                }
-                continue;
-            }
-            return check_status(&context, response, &self.token).await;
+            continue;
         }
-        Err(ClientError::BadResponse(format!(
-            "more than {MAX_REDIRECTS} redirects for {url}"
-        )))
+        return check_status(&context, response, &connection.token).await;
     }
+    Err(ClientError::BadResponse(format!(
+        "more than {MAX_REDIRECTS} redirects for {url}"
+    )))
 }
 
 /// Turns non-success answers into errors: transient ones retried, 4xx refused with the

@@ -11,16 +11,16 @@ use std::time::{Duration, Instant};
 use backon::{ExponentialBuilder, Retryable};
 use serde_json::json;
 use time::OffsetDateTime;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use tracing::{error, info, warn, Instrument};
 
 use super::check::{check, final_names, CheckedFile};
 use super::client::{ClientError, JobSideClient};
-use super::hotfolder::Hotfolder;
 use super::journal::{Entry, FileState, Journal, ReportKind, Step};
+use super::queue_set::QueueSet;
 use super::staging::StagingDir;
 use super::transfer::{fetch, Progress, TransferError};
-use crate::config::QueueConfig;
+use super::transfer_slots::TransferSlots;
 use crate::naming::clash_name;
 use crate::protocol::{Delivery, DroppedFile, FailRequest};
 use crate::shutdown::Shutdown;
@@ -56,29 +56,22 @@ pub enum Outcome {
     AlreadyHandled,
 }
 
-/// A queue the agent serves: its settings and its folder.
-#[derive(Debug, Clone)]
-pub struct Queue {
-    pub config: QueueConfig,
-    pub hotfolder: Hotfolder,
-}
-
 /// Carries deliveries through their steps. One per agent, shared by every delivery task.
 pub struct Worker {
-    pub client: JobSideClient,
-    pub queues: Vec<Queue>,
-    pub shutdown: Shutdown,
-    pub transfer_retry: ExponentialBuilder,
-    pub journal: Arc<Journal>,
+    client: JobSideClient,
+    queues: QueueSet,
+    shutdown: Shutdown,
+    transfer_retry: ExponentialBuilder,
+    journal: Arc<Journal>,
     /// Wakes the reporter when a report is queued.
-    pub reports: Arc<Notify>,
+    reports: Arc<Notify>,
     /// Deliveries being worked on in this process, so none runs twice at once.
-    pub active: Mutex<HashSet<String>>,
+    active: Mutex<HashSet<String>>,
     /// One permit per file transfer at once: `concurrency`, shared by all deliveries.
-    pub transfer_slots: Semaphore,
+    transfer_slots: TransferSlots,
     /// Why the journal cannot be written, since a write failed; no work is claimed
     /// until the next check finds it writable again.
-    pub journal_trouble: Mutex<Option<String>>,
+    journal_trouble: Mutex<Option<String>>,
 }
 
 /// Removes a delivery from the active set when its task ends, however it ends.
@@ -98,6 +91,64 @@ impl Drop for ActiveGuard<'_> {
 }
 
 impl Worker {
+    pub(crate) fn new(
+        client: JobSideClient,
+        queues: QueueSet,
+        journal: Arc<Journal>,
+        reports: Arc<Notify>,
+        shutdown: Shutdown,
+        concurrency: usize,
+    ) -> Worker {
+        Worker {
+            client,
+            queues,
+            shutdown,
+            transfer_retry: ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(500))
+                .with_max_delay(Duration::from_secs(10))
+                .with_jitter(),
+            journal,
+            reports,
+            active: Mutex::new(HashSet::new()),
+            transfer_slots: TransferSlots::new(concurrency),
+            journal_trouble: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn client(&self) -> &JobSideClient {
+        &self.client
+    }
+
+    pub(crate) fn journal(&self) -> &Arc<Journal> {
+        &self.journal
+    }
+
+    pub(crate) fn queues(&self) -> &QueueSet {
+        &self.queues
+    }
+
+    pub(crate) fn shutdown(&self) -> &Shutdown {
+        &self.shutdown
+    }
+
+    /// Wakes the reporter: a report was queued.
+    pub(crate) fn wake_reporter(&self) {
+        self.reports.notify_one();
+    }
+
+    /// Runs at most `concurrency` file transfers at once from now on.
+    pub(crate) fn set_concurrency(&self, concurrency: usize) {
+        self.transfer_slots.resize(concurrency);
+    }
+
+    /// Whether delivery `id` is being worked on in this process.
+    pub(crate) fn is_active(&self, id: &str) -> bool {
+        self.active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(id)
+    }
+
     /// Notes whether the journal can be written; claiming stops while it cannot.
     pub(crate) fn set_journal_trouble(&self, why: Option<String>) {
         *self
@@ -112,10 +163,6 @@ impl Worker {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
-    }
-
-    fn queue(&self, name: &str) -> Option<&Queue> {
-        self.queues.iter().find(|q| q.config.name == name)
     }
 
     fn activate(&self, id: &str) -> Option<ActiveGuard<'_>> {
@@ -215,7 +262,7 @@ impl Worker {
     }
 
     async fn run_steps(&self, delivery: &Delivery, journaled: &[FileState]) -> Outcome {
-        let Some(queue) = self.queue(&delivery.queue) else {
+        let Some(queue) = self.queues.find(&delivery.queue) else {
             return Outcome::Failed {
                 reason: format!("this agent does not serve queue {:?}", delivery.queue),
                 retryable: true,

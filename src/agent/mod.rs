@@ -5,40 +5,45 @@
 pub mod check;
 mod claim_answer;
 pub mod client;
+mod connection;
 pub mod delivery;
 pub mod hotfolder;
 pub mod journal;
 pub mod journal_lock;
 pub mod pickup;
 pub mod pipeline;
+pub mod queue_set;
+mod reload;
 pub mod reporter;
 mod service_manager;
 pub(crate) mod staging;
 pub mod state_dir;
 pub mod stream_copy;
 pub mod transfer;
+mod transfer_slots;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use backon::ExponentialBuilder;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{error, info, warn};
 
 use crate::config::Config;
+use crate::control::Control;
 use crate::protocol::{AnnouncedQueue, ClaimRequest, HeartbeatRequest, QueueStatus};
 use crate::shutdown::Shutdown;
 use client::{Claimed, ClientError, JobSideClient};
-use delivery::{Outcome, Queue, Worker};
-use hotfolder::{Hotfolder, MIN_FREE_SPACE};
+use delivery::{Outcome, Worker};
+use hotfolder::MIN_FREE_SPACE;
 use journal::Journal;
 use journal_lock::JournalLock;
 use pickup::PickupWatch;
+use queue_set::{Queue, QueueSet};
 use reporter::Reporter;
 use service_manager::ServiceManager;
 
@@ -74,6 +79,12 @@ pub struct Agent {
     /// How the last heartbeat went: when the server was last reached, or since when
     /// and why it cannot be.
     contact: Contact,
+    /// Stop and reload requests.
+    control: Control,
+    /// This agent's journal id, which starts every name it stages.
+    instance: String,
+    /// Why the last reload was refused, until one succeeds.
+    reload_refused: Option<String>,
 }
 
 /// The agent's contact with the server, as its heartbeats find it.
@@ -104,16 +115,16 @@ fn log_refusal<T>(result: &Result<T, ClientError>) {
 
 impl Agent {
     /// An agent for `config`; opens (or creates) its journal in `state_dir`.
-    pub fn new(config: Config, shutdown: Shutdown) -> anyhow::Result<Agent> {
+    pub fn new(config: Config, control: Control) -> anyhow::Result<Agent> {
         let client = JobSideClient::new(&config.server)?;
-        Agent::with_client(config, client, shutdown)
+        Agent::with_client(config, client, control)
     }
 
     /// An agent using `client`, whose retry schedule tests may have shortened.
     pub fn with_client(
         config: Config,
         client: JobSideClient,
-        shutdown: Shutdown,
+        control: Control,
     ) -> anyhow::Result<Agent> {
         state_dir::create(&config.agent.state_dir)?;
         let lock = JournalLock::acquire(&config.agent.state_dir)?;
@@ -128,34 +139,27 @@ impl Agent {
             );
         }
         let instance = journal.instance()?;
-        let queues: Vec<Queue> = config
-            .queues
-            .iter()
-            .map(|queue| Queue {
-                config: queue.clone(),
-                hotfolder: Hotfolder::new(&queue.hotfolder, &instance),
-            })
-            .collect();
+        let queues = QueueSet::new(
+            config
+                .queues
+                .iter()
+                .map(|queue| Queue::new(queue, &instance))
+                .collect(),
+        );
         let reports = Arc::new(Notify::new());
         let pickup = PickupWatch {
             journal: journal.clone(),
             queues: queues.clone(),
             reports: reports.clone(),
         };
-        let worker = Arc::new(Worker {
+        let worker = Arc::new(Worker::new(
             client,
             queues,
-            shutdown,
-            transfer_retry: ExponentialBuilder::default()
-                .with_min_delay(Duration::from_millis(500))
-                .with_max_delay(Duration::from_secs(10))
-                .with_jitter(),
             journal,
             reports,
-            active: Mutex::new(HashSet::new()),
-            transfer_slots: Semaphore::new(config.agent.concurrency),
-            journal_trouble: Mutex::new(None),
-        });
+            control.shutdown().clone(),
+            config.agent.concurrency,
+        ));
         Ok(Agent {
             config,
             worker,
@@ -166,14 +170,17 @@ impl Agent {
             _lock: lock,
             service: ServiceManager::from_env(),
             contact: Contact::NotYet,
+            control,
+            instance,
+            reload_refused: None,
         })
     }
 
     fn reporter(&self) -> Reporter {
         Reporter {
-            client: self.worker.client.clone(),
-            journal: self.worker.journal.clone(),
-            wake: self.worker.reports.clone(),
+            client: self.worker.client().clone(),
+            journal: self.worker.journal().clone(),
+            wake: self.pickup.reports.clone(),
         }
     }
 
@@ -182,7 +189,7 @@ impl Agent {
     /// handed back at a stop that has not come back within [`KEEP_HANDED_BACK`].
     fn clear_staging(&self) {
         let handed_back_within = time::Duration::try_from(KEEP_HANDED_BACK).unwrap_or_default();
-        let resumable = match self.worker.journal.resumable(handed_back_within) {
+        let resumable = match self.worker.journal().resumable(handed_back_within) {
             Ok(resumable) => resumable,
             Err(err) => {
                 warn!("cannot tell which staged files to keep, so none is removed: {err}");
@@ -192,19 +199,15 @@ impl Agent {
         let keep: HashSet<String> = resumable
             .iter()
             .filter_map(|entry| {
-                let queue = self
-                    .worker
-                    .queues
-                    .iter()
-                    .find(|q| q.config.name == entry.delivery.queue)?;
+                let queue = self.worker.queues().find(&entry.delivery.queue)?;
                 Some(
                     (0..entry.delivery.files.len())
-                        .map(|index| queue.hotfolder.staged_name(&entry.delivery.id, index)),
+                        .map(move |index| queue.hotfolder.staged_name(&entry.delivery.id, index)),
                 )
             })
             .flatten()
             .collect();
-        for queue in &self.worker.queues {
+        for queue in self.worker.queues().snapshot().iter() {
             match queue.hotfolder.clear_staging(&keep) {
                 Ok(0) => {}
                 Ok(n) => {
@@ -220,12 +223,7 @@ impl Agent {
     /// Renames what an older tbot staged for the unfinished deliveries to today's names.
     fn adopt_legacy_staging(&self, unfinished: &[journal::Entry]) {
         for entry in unfinished {
-            let Some(queue) = self
-                .worker
-                .queues
-                .iter()
-                .find(|q| q.config.name == entry.delivery.queue)
-            else {
+            let Some(queue) = self.worker.queues().find(&entry.delivery.queue) else {
                 continue;
             };
             for index in 0..entry.delivery.files.len() {
@@ -248,7 +246,7 @@ impl Agent {
     /// Clears staging folders of everything but the files of unfinished deliveries,
     /// which are resumed, and starts those deliveries again.
     fn recover(&self, in_flight: &mut JoinSet<Outcome>) -> anyhow::Result<()> {
-        let unfinished = self.worker.journal.unfinished()?;
+        let unfinished = self.worker.journal().unfinished()?;
         self.adopt_legacy_staging(&unfinished);
         self.clear_staging();
         if !unfinished.is_empty() {
@@ -269,7 +267,7 @@ impl Agent {
     /// agent that runs for years stays small.
     fn prune_journal(&self) {
         self.clear_staging();
-        match self.worker.journal.prune(KEEP_DAYS) {
+        match self.worker.journal().prune(KEEP_DAYS) {
             Ok(0) => {}
             Ok(n) => info!("forgot {n} deliveries finished more than {KEEP_DAYS} days ago"),
             Err(err) => warn!("cannot prune the journal: {err}"),
@@ -284,13 +282,13 @@ impl Agent {
     /// within moments, not at the next check. After an error, or an empty answer from
     /// a server that does not hold claims, the next claim waits for the next check.
     pub async fn run(mut self) -> anyhow::Result<()> {
-        let shutdown = self.worker.shutdown.clone();
+        let shutdown = self.worker.shutdown().clone();
         let queues: Vec<&str> = self.config.queues.iter().map(|q| q.name.as_str()).collect();
         info!(
             version = %env!("CARGO_PKG_VERSION"),
             agent = %self.config.agent.name,
             config = %self.config.source.as_deref().unwrap_or(std::path::Path::new("-")).display(),
-            journal = %self.worker.journal.path().display(),
+            journal = %self.worker.journal().path().display(),
             server = %self.config.server.url,
             queues = %queues.join(", "),
             sha256_cpu_extensions = pipeline::sha256_uses_cpu_extensions(),
@@ -305,11 +303,10 @@ impl Agent {
         self.service.ready(status);
         let mut watchdog = self.service.watchdog_every().map(tokio::time::interval);
         let reporter = tokio::spawn(self.reporter().run(shutdown.clone()));
-        let mut check = tokio::time::interval(self.config.server.check_interval);
-        check.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut heartbeat = tokio::time::interval(self.config.server.heartbeat_interval);
-        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut check = every(self.config.server.check_interval);
+        let mut heartbeat = every(self.config.server.heartbeat_interval);
         heartbeat.reset();
+        let control = self.control.clone();
         let mut prune = tokio::time::interval_at(Instant::now() + PRUNE_EVERY, PRUNE_EVERY);
         let mut pickup = tokio::time::interval(pickup::POLL);
         pickup.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -355,6 +352,22 @@ impl Agent {
                 _ = async { watchdog.as_mut().expect("guarded").tick().await }, if watchdog.is_some() => {
                     self.service.watchdog();
                 }
+                _ = control.reload_requested() => {
+                    let claimed_for = self.ready.clone();
+                    if self.reload(in_flight.len()) == reload::Reloaded::Applied {
+                        check = every(self.config.server.check_interval);
+                        check.reset();
+                        heartbeat = every(self.config.server.heartbeat_interval);
+                        // Added queues are announced, and claimed for, at once: a
+                        // claim held open for the old set would keep them waiting.
+                        self.heartbeat(&shutdown).await;
+                        heartbeat.reset();
+                        if self.ready != claimed_for {
+                            claim = None;
+                        }
+                        may_claim = true;
+                    }
+                }
             }
             let status = self.status_line(in_flight.len());
             self.service.status(status);
@@ -378,7 +391,7 @@ impl Agent {
     /// its folder is full. Checked at every heartbeat; clears itself once fixed.
     fn journal_problem(&self) -> Option<String> {
         let state_dir = &self.config.agent.state_dir;
-        let problem = match (self.worker.journal.check_writable(), fs4::available_space(state_dir)) {
+        let problem = match (self.worker.journal().check_writable(), fs4::available_space(state_dir)) {
             (Err(err), _) => Some(format!("cannot write the journal: {err}")),
             (Ok(()), Ok(free)) if free < MIN_FREE_SPACE => Some(format!(
                 "agent.state_dir {} is full: {free} bytes free, the journal needs at least {MIN_FREE_SPACE}",
@@ -394,7 +407,8 @@ impl Agent {
     fn announce(&self) -> Vec<AnnouncedQueue> {
         let journal_problem = self.journal_problem();
         self.worker
-            .queues
+            .queues()
+            .snapshot()
             .iter()
             .map(|queue| {
                 let (mut status, mut detail) = match &journal_problem {
@@ -435,11 +449,14 @@ impl Agent {
 
     /// What the agent is doing, in words, for `systemctl status`.
     fn status_line(&self, in_flight: usize) -> String {
-        let work = format!(
+        let mut work = format!(
             "{} of {} queue(s) ready, {in_flight} deliveries in flight",
             self.ready.len(),
             self.config.queues.len()
         );
+        if let Some(refused) = &self.reload_refused {
+            work = format!("{refused}; {work}");
+        }
         match &self.contact {
             Contact::NotYet => format!("{work}, server not reached yet"),
             Contact::Reached(at) => {
@@ -462,7 +479,7 @@ impl Agent {
             version: env!("CARGO_PKG_VERSION").to_string(),
             queues: queues.clone(),
         };
-        if let Some(result) = until(shutdown, self.worker.client.heartbeat(&request)).await {
+        if let Some(result) = until(shutdown, self.worker.client().heartbeat(&request)).await {
             log_refusal(&result);
             let failure = result.as_ref().err().map(ToString::to_string);
             self.contact = match (&failure, std::mem::take(&mut self.contact)) {
@@ -478,7 +495,7 @@ impl Agent {
             };
             if let Err(err) = self
                 .worker
-                .journal
+                .journal()
                 .record_server_contact(failure.as_deref())
             {
                 warn!("{err}");
@@ -506,11 +523,11 @@ impl Agent {
                 QueueStatus::Ready => {}
             }
             let status = crate::protocol::wire_name(&queue.status);
-            if let Err(err) =
-                self.worker
-                    .journal
-                    .set_queue_status(&queue.name, &status, queue.detail.as_deref())
-            {
+            if let Err(err) = self.worker.journal().set_queue_status(
+                &queue.name,
+                &status,
+                queue.detail.as_deref(),
+            ) {
                 warn!("{err}");
             }
             self.queue_state.insert(queue.name.clone(), key);
@@ -535,7 +552,7 @@ impl Agent {
                 long_poll.as_secs() + u64::from(long_poll.subsec_nanos() > 0)
             },
         };
-        let client = self.worker.client.clone();
+        let client = self.worker.client().clone();
         Some(Box::pin(async move {
             let started = Instant::now();
             let result = client.claim(&request).await;
@@ -545,16 +562,10 @@ impl Agent {
 
     /// Whether this agent is working on delivery `id` or has it in its journal.
     fn knows(&self, id: &str) -> bool {
-        let active = self
-            .worker
-            .active
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(id);
-        active
+        self.worker.is_active(id)
             || self
                 .worker
-                .journal
+                .journal()
                 .entry(id)
                 .is_ok_and(|entry| entry.is_some())
     }
@@ -582,12 +593,12 @@ impl Agent {
                     let body = serde_json::json!({ "reason": problem, "retryable": false });
                     if let Err(err) =
                         worker
-                            .journal
+                            .journal()
                             .queue_report(&id, journal::ReportKind::Fail, body)
                     {
                         error!(delivery = %id, "cannot record the malformed delivery: {err}");
                     }
-                    worker.reports.notify_one();
+                    worker.wake_reporter();
                 }
                 Claimed::Malformed { id: None, problem } => {
                     warn!("a claimed delivery without an id was ignored: {problem}");
@@ -596,6 +607,14 @@ impl Agent {
         }
         count
     }
+}
+
+/// A timer that ticks every `period`, the first time at once, and after a late tick
+/// waits a whole period again rather than catching up.
+fn every(period: Duration) -> tokio::time::Interval {
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    interval
 }
 
 /// Runs `work` unless the shutdown comes first.

@@ -14,8 +14,8 @@ use time::OffsetDateTime;
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
-use super::delivery::Queue;
 use super::journal::{AwaitingPickup, Journal};
+use super::queue_set::QueueSet;
 use crate::protocol::{EventRequest, FileEvent};
 
 /// How often dropped files are looked at.
@@ -25,11 +25,13 @@ pub const POLL: Duration = Duration::from_secs(2);
 const WATCH_FOR: time::Duration = time::Duration::days(7);
 
 /// Watches the files this agent dropped.
-pub struct PickupWatch {
-    pub journal: Arc<Journal>,
-    pub queues: Vec<Queue>,
+pub(crate) struct PickupWatch {
+    pub(crate) journal: Arc<Journal>,
+    /// The queues served now: files dropped into a queue a reload removed are no
+    /// longer watched.
+    pub(crate) queues: QueueSet,
     /// Wakes the reporter when an event is queued.
-    pub reports: Arc<Notify>,
+    pub(crate) reports: Arc<Notify>,
 }
 
 impl PickupWatch {
@@ -46,7 +48,7 @@ impl PickupWatch {
         };
         let now = OffsetDateTime::now_utc();
         for file in files {
-            let Some(queue) = self.queues.iter().find(|q| q.config.name == file.queue) else {
+            let Some(queue) = self.queues.find(&file.queue) else {
                 continue;
             };
             let root = queue.hotfolder.root();

@@ -1,7 +1,7 @@
 //! What systemd (or any service manager that speaks `sd_notify`) hears from the agent:
 //! ready once it can work, a status line in words for `systemctl status`, the watchdog
-//! while the main loop turns, and stopping. Without `NOTIFY_SOCKET` every call returns
-//! at once.
+//! while the main loop turns, reloading, and stopping. Without `NOTIFY_SOCKET` every
+//! call returns at once.
 
 use std::time::Duration;
 
@@ -52,6 +52,17 @@ impl ServiceManager {
     /// The main loop is turning.
     pub(crate) fn watchdog(&self) {
         self.send(&[NotifyState::Watchdog]);
+    }
+
+    /// A reload begins; [`ServiceManager::ready`] ends it, whether it was applied or not.
+    pub(crate) fn reloading(&self) {
+        if !self.enabled {
+            return;
+        }
+        match NotifyState::monotonic_usec_now() {
+            Ok(now) => self.send(&[NotifyState::Reloading, now]),
+            Err(_) => self.send(&[NotifyState::Reloading]),
+        }
     }
 
     pub(crate) fn stopping(&self) {

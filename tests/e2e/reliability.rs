@@ -556,7 +556,7 @@ async fn a_journal_belongs_to_one_job_side() {
     let config =
         tbot::config::Config::parse(&one_queue_config(&second.url(), &floor, ""), None).unwrap();
     let client = tbot::agent::client::JobSideClient::new(&config.server).unwrap();
-    let refused = tbot::agent::Agent::with_client(config, client, tbot::shutdown::Shutdown::new())
+    let refused = tbot::agent::Agent::with_client(config, client, tbot::control::Control::new())
         .err()
         .expect("an agent on another job side's journal was started")
         .to_string();

@@ -11,9 +11,9 @@ use serde_json::{json, Value};
 use tbot::agent::client::JobSideClient;
 use tbot::agent::Agent;
 use tbot::config::Config;
+use tbot::control::Control;
 use tbot::mockserver::{MockServer, MockSettings};
 use tbot::operator_client::OperatorClient;
-use tbot::shutdown::Shutdown;
 use tempfile::TempDir;
 
 pub const TOKEN: &str = "floor-token-1";
@@ -63,7 +63,7 @@ pub fn agent_config_text(
 
 /// An agent running as a task, stopped (and awaited) by [`RunningAgent::stop`].
 pub struct RunningAgent {
-    shutdown: Shutdown,
+    control: Control,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
@@ -78,16 +78,16 @@ impl RunningAgent {
                     .with_max_delay(Duration::from_millis(200))
                     .with_max_times(3),
             );
-        let shutdown = Shutdown::new();
-        let agent = Agent::with_client(config, client, shutdown.clone()).expect("agent starts");
+        let control = Control::new();
+        let agent = Agent::with_client(config, client, control.clone()).expect("agent starts");
         RunningAgent {
-            shutdown,
+            control,
             task: tokio::spawn(agent.run()),
         }
     }
 
     pub async fn stop(self) {
-        self.shutdown.trigger();
+        self.control.shutdown().trigger();
         self.task
             .await
             .expect("agent task")
@@ -323,6 +323,20 @@ impl AgentProcess {
         })
         .await
         .expect("the wait for the agent")
+    }
+
+    /// Sends `signal` (such as "HUP") and returns; the agent goes on running.
+    pub fn send(&self, signal: &str) {
+        let sent = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
+    }
+
+    /// Replaces the configuration file, for a reload.
+    pub fn rewrite_config(&self, config_text: &str) {
+        std::fs::write(&self.config, config_text).expect("config written");
     }
 
     /// The running agent's process id.
