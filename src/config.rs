@@ -6,6 +6,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -28,6 +29,9 @@ pub struct Config {
     pub server: ServerConfig,
     pub agent: AgentConfig,
     pub log: LogConfig,
+    /// Where Prometheus scrapes `/metrics` and monitoring checks `/healthz`; off when
+    /// absent.
+    pub metrics_listen: Option<SocketAddr>,
     pub queues: Vec<QueueConfig>,
     /// What is allowed but unwise (a token others can read, plain http over a
     /// network), for `check-config` and the start-up log.
@@ -172,6 +176,8 @@ struct RawConfig {
     #[serde(default)]
     log: RawLog,
     #[serde(default)]
+    metrics: RawMetrics,
+    #[serde(default)]
     queue: Vec<RawQueue>,
 }
 
@@ -199,6 +205,12 @@ struct RawAgent {
     state_dir: Option<PathBuf>,
     #[serde(default = "default_concurrency")]
     concurrency: usize,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -387,13 +399,26 @@ impl Config {
             ));
         }
         let queues = check_queues(&raw.queue, &mut problems);
+        let metrics_listen = raw.metrics.listen.as_deref().and_then(|listen| {
+            listen
+                .parse::<SocketAddr>()
+                .map_err(|_| {
+                    problems.push(format!(
+                        "metrics.listen {listen:?} is not an address and port, such as \"127.0.0.1:9469\""
+                    ))
+                })
+                .ok()
+        });
 
         if let Some(token) = &token {
             problems = problems.iter().map(|p| token.redact(p)).collect();
         }
         match (url, token) {
             (Some(url), Some(token)) if problems.is_empty() => Ok(Config {
-                warnings: plain_http_warning(&url).into_iter().collect(),
+                warnings: plain_http_warning(&url)
+                    .into_iter()
+                    .chain(metrics_listen.and_then(open_metrics_warning))
+                    .collect(),
                 source: None,
                 server: ServerConfig {
                     url,
@@ -416,6 +441,7 @@ impl Config {
                     level: raw.log.level,
                     format: raw.log.format,
                 },
+                metrics_listen,
                 queues,
             }),
             _ => Err(problems),
@@ -530,6 +556,17 @@ fn plain_http_warning(url: &Url) -> Option<String> {
             "server.url uses plain http to {}: the agent token and every file cross the network \
              unencrypted; use https",
             url.host_str().unwrap_or("")
+        )
+    })
+}
+
+/// A warning when the metrics can be read from other machines: they name the queues,
+/// and need no token.
+fn open_metrics_warning(listen: SocketAddr) -> Option<String> {
+    (!listen.ip().is_loopback()).then(|| {
+        format!(
+            "metrics.listen {listen} can be reached from other machines without a token: \
+             the metrics name every queue; limit it with a firewall, or listen on 127.0.0.1"
         )
     })
 }

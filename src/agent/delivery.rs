@@ -16,6 +16,7 @@ use tracing::{error, info, warn, Instrument};
 
 use super::check::{check, final_names, CheckedFile};
 use super::client::{ClientError, JobSideClient};
+use super::events::{Event, Events};
 use super::journal::{Entry, FileState, Journal, ReportKind, Step};
 use super::queue_set::QueueSet;
 use super::staging::StagingDir;
@@ -72,6 +73,7 @@ pub struct Worker {
     /// Why the journal cannot be written, since a write failed; no work is claimed
     /// until the next check finds it writable again.
     journal_trouble: Mutex<Option<String>>,
+    events: Events,
 }
 
 /// Removes a delivery from the active set when its task ends, however it ends.
@@ -98,6 +100,7 @@ impl Worker {
         reports: Arc<Notify>,
         shutdown: Shutdown,
         concurrency: usize,
+        events: Events,
     ) -> Worker {
         Worker {
             client,
@@ -112,6 +115,7 @@ impl Worker {
             active: Mutex::new(HashSet::new()),
             transfer_slots: TransferSlots::new(concurrency),
             journal_trouble: Mutex::new(None),
+            events,
         }
     }
 
@@ -203,13 +207,17 @@ impl Worker {
             };
             let files = match known {
                 None => {
-                    info!(files = delivery.files.len(), send = delivery.job.send_count, "claimed");
+                    self.events.emit(Event::Claimed {
+                        queue: &delivery.queue,
+                        files: delivery.files.len(),
+                        send: delivery.job.send_count,
+                    });
                     Vec::new()
                 }
                 Some(entry) if entry.step.is_dropped() => {
                     warn!("the server handed out a delivery already dropped here; reporting it again, not dropping it twice");
                     let outcome = Outcome::Completed(entry.dropped_files());
-                    self.record(&delivery.id, &outcome);
+                    self.record(&delivery, &outcome, None);
                     return Outcome::AlreadyHandled;
                 }
                 Some(entry) if entry.step.is_unfinished() => {
@@ -256,8 +264,9 @@ impl Worker {
     }
 
     async fn run_and_record(&self, delivery: &Delivery, files: &[FileState]) -> Outcome {
+        let started = Instant::now();
         let outcome = self.run_steps(delivery, files).await;
-        self.record(&delivery.id, &outcome);
+        self.record(delivery, &outcome, Some(started.elapsed()));
         outcome
     }
 
@@ -438,7 +447,12 @@ impl Worker {
             .await;
         match result {
             Ok(verified) => {
-                info!(file = %file.name, bytes = verified.size, seconds = started.elapsed().as_secs_f64(), "transferred and verified");
+                self.events.emit(Event::Transferred {
+                    queue: &delivery.queue,
+                    file: &file.name,
+                    bytes: verified.size,
+                    took: started.elapsed(),
+                });
                 Ok(())
             }
             Err(err) => {
@@ -564,7 +578,11 @@ impl Worker {
             .into_iter()
             .zip(names)
             .map(|(item, name)| {
-                info!(file = %item.file.name, path = %root.join(&name).display(), "dropped");
+                self.events.emit(Event::Dropped {
+                    queue: &delivery.queue,
+                    file: &item.file.name,
+                    path: &root.join(&name),
+                });
                 DroppedFile {
                     name: item.file.name,
                     sha256: item.file.sha256,
@@ -575,10 +593,12 @@ impl Worker {
         Outcome::Completed(dropped)
     }
 
-    /// Records how a delivery ended and queues the report the server is owed. A reason
-    /// may quote what the server sent (a name, a checksum, a header): the token is
-    /// blotted out of it before it is logged, journaled or reported.
-    fn record(&self, id: &str, outcome: &Outcome) {
+    /// Records how a delivery ended and queues the report the server is owed; `took`
+    /// is how long this attempt ran, `None` for a report sent again. A reason may quote
+    /// what the server sent (a name, a checksum, a header): the token is blotted out of
+    /// it before it is logged, journaled or reported.
+    fn record(&self, delivery: &Delivery, outcome: &Outcome, took: Option<Duration>) {
+        let id = &delivery.id;
         let outcome = &match outcome {
             Outcome::Failed { reason, retryable } => Outcome::Failed {
                 reason: self.client.redact(reason),
@@ -587,29 +607,29 @@ impl Worker {
             Outcome::LeaseLost(why) => Outcome::LeaseLost(self.client.redact(why)),
             other => other.clone(),
         };
+        if let Some(took) = took {
+            self.events.emit(Event::Finished {
+                queue: &delivery.queue,
+                outcome,
+                took,
+            });
+        }
         let (step, reason, report) = match outcome {
             Outcome::Completed(files) => (
                 Step::Dropped,
                 None,
                 Some((ReportKind::Complete, json!({ "files": files }))),
             ),
-            Outcome::Failed { reason, retryable } => {
-                warn!(retryable, "failed: {reason}");
-                (
-                    Step::Failed,
-                    Some(reason.as_str()),
-                    Some((
-                        ReportKind::Fail,
-                        json!({ "reason": reason, "retryable": retryable }),
-                    )),
-                )
-            }
-            Outcome::LeaseLost(why) => {
-                warn!("lease lost, nothing dropped: {why}");
-                (Step::LeaseLost, Some(why.as_str()), None)
-            }
+            Outcome::Failed { reason, retryable } => (
+                Step::Failed,
+                Some(reason.as_str()),
+                Some((
+                    ReportKind::Fail,
+                    json!({ "reason": reason, "retryable": retryable }),
+                )),
+            ),
+            Outcome::LeaseLost(why) => (Step::LeaseLost, Some(why.as_str()), None),
             Outcome::Stopped => {
-                info!("stopping: delivery handed back, nothing dropped");
                 let reason = "tbot stopped before finishing the delivery";
                 (
                     Step::HandedBack,

@@ -566,6 +566,11 @@ impl Journal {
         })
     }
 
+    /// How many reports and events the server has not taken yet.
+    pub fn reports_waiting(&self) -> Result<i64> {
+        self.with(|conn| conn.query_row("SELECT COUNT(*) FROM reports", [], |row| row.get(0)))
+    }
+
     /// When the first report held back after an unreadable answer is due again.
     pub fn next_report_due(&self) -> Result<Option<OffsetDateTime>> {
         self.with(|conn| {

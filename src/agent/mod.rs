@@ -7,9 +7,12 @@ mod claim_answer;
 pub mod client;
 mod connection;
 pub mod delivery;
+mod events;
 pub mod hotfolder;
 pub mod journal;
 pub mod journal_lock;
+mod metrics;
+mod monitor_endpoint;
 pub mod pickup;
 pub mod pipeline;
 pub mod queue_set;
@@ -39,9 +42,12 @@ use crate::protocol::{AnnouncedQueue, ClaimRequest, HeartbeatRequest, QueueStatu
 use crate::shutdown::Shutdown;
 use client::{Claimed, ClientError, JobSideClient};
 use delivery::{Outcome, Worker};
+use events::Events;
 use hotfolder::MIN_FREE_SPACE;
 use journal::Journal;
 use journal_lock::JournalLock;
+use metrics::{Metrics, QueueLabel};
+use monitor_endpoint::{LoopBeat, Monitored};
 use pickup::PickupWatch;
 use queue_set::{Queue, QueueSet};
 use reporter::Reporter;
@@ -85,6 +91,10 @@ pub struct Agent {
     instance: String,
     /// Why the last reload was refused, until one succeeds.
     reload_refused: Option<String>,
+    /// Log lines and metrics of what happens.
+    events: Events,
+    /// When the main loop last turned, for `/healthz`.
+    beat: Arc<LoopBeat>,
 }
 
 /// The agent's contact with the server, as its heartbeats find it.
@@ -147,10 +157,12 @@ impl Agent {
                 .collect(),
         );
         let reports = Arc::new(Notify::new());
+        let events = Events::new(Arc::new(Metrics::new()));
         let pickup = PickupWatch {
             journal: journal.clone(),
             queues: queues.clone(),
             reports: reports.clone(),
+            events: events.clone(),
         };
         let worker = Arc::new(Worker::new(
             client,
@@ -159,6 +171,7 @@ impl Agent {
             reports,
             control.shutdown().clone(),
             config.agent.concurrency,
+            events.clone(),
         ));
         Ok(Agent {
             config,
@@ -173,6 +186,8 @@ impl Agent {
             control,
             instance,
             reload_refused: None,
+            events,
+            beat: Arc::new(LoopBeat::new()),
         })
     }
 
@@ -181,6 +196,7 @@ impl Agent {
             client: self.worker.client().clone(),
             journal: self.worker.journal().clone(),
             wake: self.pickup.reports.clone(),
+            events: self.events.clone(),
         }
     }
 
@@ -299,6 +315,20 @@ impl Agent {
         // Ready once the queues are probed; the server may well be down, and that is
         // the agent's job to ride out, not a failure to start.
         self.probe_queues();
+        let monitor = match self.config.metrics_listen {
+            Some(listen) => {
+                let monitored = Monitored {
+                    metrics: self.events.metrics_handle(),
+                    worker: self.worker.clone(),
+                    beat: self.beat.clone(),
+                };
+                let (bound, task) =
+                    monitor_endpoint::start(listen, monitored, shutdown.clone()).await?;
+                info!("metrics at http://{bound}/metrics, health at http://{bound}/healthz");
+                Some(task)
+            }
+            None => None,
+        };
         let status = self.status_line(in_flight.len());
         self.service.ready(status);
         let mut watchdog = self.service.watchdog_every().map(tokio::time::interval);
@@ -328,6 +358,7 @@ impl Agent {
                 _ = prune.tick() => self.prune_journal(),
                 _ = pickup.tick() => {
                     self.stalled = self.pickup.check();
+                    self.update_gauges();
                 }
                 _ = heartbeat.tick() => {
                     self.heartbeat(&shutdown).await;
@@ -371,12 +402,20 @@ impl Agent {
             }
             let status = self.status_line(in_flight.len());
             self.service.status(status);
+            self.beat.turned();
+            self.events
+                .metrics()
+                .in_flight
+                .set(i64::try_from(in_flight.len()).unwrap_or(i64::MAX));
         }
         self.service.stopping();
         info!(in_flight = in_flight.len(), "stopping");
         while in_flight.join_next().await.is_some() {}
         self.clear_staging();
         let _ = reporter.await;
+        if let Some(monitor) = monitor {
+            let _ = monitor.await;
+        }
         if tokio::time::timeout(FINAL_FLUSH, self.reporter().flush())
             .await
             .is_err()
@@ -447,6 +486,27 @@ impl Agent {
         queues
     }
 
+    /// Sets the gauges the pick-up watch and the journal know: stalled files by queue,
+    /// reports waiting.
+    fn update_gauges(&self) {
+        let metrics = self.events.metrics();
+        for queue in &self.config.queues {
+            let stalled = self.stalled.get(&queue.name).copied().unwrap_or(0);
+            metrics
+                .stalled
+                .get_or_create(&QueueLabel {
+                    queue: queue.name.clone(),
+                })
+                .set(i64::try_from(stalled).unwrap_or(i64::MAX));
+        }
+        match self.worker.journal().reports_waiting() {
+            Ok(waiting) => {
+                metrics.reports_waiting.set(waiting);
+            }
+            Err(err) => warn!("cannot count the reports waiting: {err}"),
+        }
+    }
+
     /// What the agent is doing, in words, for `systemctl status`.
     fn status_line(&self, in_flight: usize) -> String {
         let mut work = format!(
@@ -482,6 +542,9 @@ impl Agent {
         if let Some(result) = until(shutdown, self.worker.client().heartbeat(&request)).await {
             log_refusal(&result);
             let failure = result.as_ref().err().map(ToString::to_string);
+            if failure.is_none() {
+                self.events.metrics().server_reached();
+            }
             self.contact = match (&failure, std::mem::take(&mut self.contact)) {
                 (None, _) => Contact::Reached(Instant::now()),
                 (Some(why), Contact::Failing { since, .. }) => Contact::Failing {
@@ -523,6 +586,7 @@ impl Agent {
                 QueueStatus::Ready => {}
             }
             let status = crate::protocol::wire_name(&queue.status);
+            self.events.metrics().set_queue_status(&queue.name, &status);
             if let Err(err) = self.worker.journal().set_queue_status(
                 &queue.name,
                 &status,

@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 use tokio::sync::Notify;
-use tracing::{error, info, warn};
+use tracing::error;
 
+use super::events::{Event, Events};
 use super::journal::{AwaitingPickup, Journal};
 use super::queue_set::QueueSet;
 use crate::protocol::{EventRequest, FileEvent};
@@ -32,6 +33,7 @@ pub(crate) struct PickupWatch {
     pub(crate) queues: QueueSet,
     /// Wakes the reporter when an event is queued.
     pub(crate) reports: Arc<Notify>,
+    pub(crate) events: Events,
 }
 
 impl PickupWatch {
@@ -58,7 +60,11 @@ impl PickupWatch {
             }
             let present = std::fs::symlink_metadata(root.join(&file.path)).is_ok();
             if !present {
-                info!(delivery = %file.delivery, queue = %file.queue, path = %file.path, "picked up by the device");
+                self.events.emit(Event::PickedUp {
+                    delivery: &file.delivery,
+                    queue: &file.queue,
+                    path: &file.path,
+                });
                 self.record(&file, FileEvent::PickedUp, now);
                 continue;
             }
@@ -66,13 +72,12 @@ impl PickupWatch {
             if waited >= queue.config.stall_after {
                 *stalled.entry(file.queue.clone()).or_default() += 1;
                 if !file.stalled {
-                    warn!(
-                        delivery = %file.delivery,
-                        queue = %file.queue,
-                        path = %file.path,
-                        "stalled: still in the hotfolder after {}",
-                        humantime::format_duration(queue.config.stall_after)
-                    );
+                    self.events.emit(Event::Stalled {
+                        delivery: &file.delivery,
+                        queue: &file.queue,
+                        path: &file.path,
+                        after: queue.config.stall_after,
+                    });
                     self.record(&file, FileEvent::Stalled, now);
                 }
             }

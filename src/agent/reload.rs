@@ -78,6 +78,7 @@ impl Agent {
         let changes = changes(&self.config, &new);
         // What cannot change live stays as it is until the next start.
         new.agent.state_dir = self.config.agent.state_dir.clone();
+        new.metrics_listen = self.config.metrics_listen;
         for warning in &new.warnings {
             warn!("{warning}");
         }
@@ -97,6 +98,14 @@ impl Agent {
                 .map(|queue| Queue::new(queue, &self.instance))
                 .collect(),
         );
+        for removed in self
+            .config
+            .queues
+            .iter()
+            .filter(|queue| new.queue(&queue.name).is_none())
+        {
+            self.events.metrics().forget_queue(&removed.name);
+        }
         self.queue_state
             .retain(|name, _| new.queues.iter().any(|queue| &queue.name == name));
         self.stalled
@@ -184,6 +193,16 @@ pub(super) fn changes(old: &Config, new: &Config) -> Changes {
         applied(format!(
             "log.format {:?} → {:?}",
             old.log.format, new.log.format
+        ));
+    }
+    if old.metrics_listen != new.metrics_listen {
+        let shown = |listen: Option<std::net::SocketAddr>| {
+            listen.map_or_else(|| "off".to_string(), |listen| listen.to_string())
+        };
+        changes.need_restart.push(format!(
+            "metrics.listen {} → {}",
+            shown(old.metrics_listen),
+            shown(new.metrics_listen)
         ));
     }
     if old.agent.state_dir != new.agent.state_dir {

@@ -8,9 +8,10 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use time::OffsetDateTime;
 use tokio::sync::Notify;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, warn};
 
 use super::client::{ClientError, JobSideClient};
+use super::events::{Event, Events};
 use super::journal::{Journal, Report, ReportKind};
 use crate::protocol::{CompleteRequest, EventRequest, FailRequest};
 use crate::shutdown::Shutdown;
@@ -38,10 +39,11 @@ const UNREADABLE_PAUSE: Duration = Duration::from_secs(1);
 const MAX_UNREADABLE_PAUSE: Duration = Duration::from_secs(15 * 60);
 
 /// The sender of journaled reports.
-pub struct Reporter {
-    pub client: JobSideClient,
-    pub journal: Arc<Journal>,
-    pub wake: Arc<Notify>,
+pub(crate) struct Reporter {
+    pub(crate) client: JobSideClient,
+    pub(crate) journal: Arc<Journal>,
+    pub(crate) wake: Arc<Notify>,
+    pub(crate) events: Events,
 }
 
 impl Reporter {
@@ -139,7 +141,10 @@ impl Reporter {
             };
             match self.send(&report.delivery, outgoing).await {
                 Ok(()) => {
-                    info!(delivery = %report.delivery, report = %report.label(), "reported");
+                    self.events.emit(Event::Reported {
+                        delivery: &report.delivery,
+                        report: report.label(),
+                    });
                     done.push(report);
                 }
                 Err(err @ ClientError::Refused { .. }) => {

@@ -9,6 +9,7 @@ mod interrupted_drop;
 mod job_side;
 mod latency;
 mod local_attacks;
+mod metrics;
 mod monitoring;
 mod notify_socket;
 mod pickup;
