@@ -15,7 +15,7 @@ use tbot::config::{default_config_path, Config, LogFormat};
 use tbot::control::Control;
 use tbot::health::State;
 use tbot::mockserver::model::SettingsChange;
-use tbot::mockserver::{MockServer, MockSettings, UserEntry};
+use tbot::mockserver::{MockServer, MockSettings, TlsFiles, UserEntry};
 use tbot::operator_client::OperatorClient;
 
 #[derive(Parser)]
@@ -98,6 +98,15 @@ struct MockServerArgs {
     /// How long a claim leases a delivery.
     #[arg(long, value_parser = humantime::parse_duration)]
     lease: Option<Duration>,
+    /// Serve HTTPS with this PEM certificate (chain); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Ask agents for a client certificate signed by this PEM authority (mutual TLS).
+    #[arg(long, requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -381,6 +390,13 @@ async fn mock_server(args: MockServerArgs) -> anyhow::Result<()> {
         settings.users = args.users;
     }
     settings.state_dir = args.state_dir;
+    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+        settings.tls = Some(TlsFiles {
+            cert,
+            key,
+            client_ca: args.tls_client_ca,
+        });
+    }
     settings.model.apply(&SettingsChange {
         autosend: args.autosend.then_some(true),
         hold_claims: None,

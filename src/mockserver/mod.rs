@@ -12,12 +12,14 @@ mod operator_api;
 mod request_log;
 mod saved_work;
 mod settings;
+mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use axum::{middleware, Router};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -27,10 +29,12 @@ pub use faults::{FaultState, Faults};
 pub use file_store::{FileStore, StoredFile};
 pub use request_log::{RequestLog, RequestRecord};
 pub use settings::{AgentToken, MockSettings, UserEntry};
+pub use tls::TlsFiles;
 
 use crate::shutdown::Shutdown;
 use model::Model;
 use saved_work::SavedWork;
+use tls::TlsListener;
 
 /// Everything the request handlers share.
 pub struct AppState {
@@ -65,6 +69,8 @@ impl AppState {
 /// A mock server running on a tokio task.
 pub struct MockServer {
     pub addr: SocketAddr,
+    /// Whether it serves HTTPS.
+    tls: bool,
     pub state: Arc<AppState>,
     shutdown: Shutdown,
     task: tokio::task::JoinHandle<()>,
@@ -73,6 +79,7 @@ pub struct MockServer {
 impl MockServer {
     /// Binds `listen` and serves until [`MockServer::stop`].
     pub async fn start(settings: MockSettings, listen: SocketAddr) -> anyhow::Result<MockServer> {
+        let acceptor = settings.tls.as_ref().map(TlsFiles::acceptor).transpose()?;
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
@@ -110,17 +117,35 @@ impl MockServer {
         let app = router(state.clone());
         let shutdown = Shutdown::new();
         let stopped = shutdown.clone();
+        let tls = acceptor.is_some();
         let task = tokio::spawn(async move {
             let app = app.into_make_service_with_connect_info::<SocketAddr>();
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stopped.wait().await })
-                .await;
+            let stopped = async move { stopped.wait().await };
+            let served = match acceptor {
+                // Tapped, so that the client's address reaches the request log.
+                Some(acceptor) => {
+                    let listener = TlsListener {
+                        tcp: listener,
+                        acceptor,
+                    }
+                    .tap_io(|_| {});
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(stopped)
+                        .await
+                }
+                None => {
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(stopped)
+                        .await
+                }
+            };
             if let Err(err) = served {
                 tracing::error!("mock server stopped: {err}");
             }
         });
         Ok(MockServer {
             addr,
+            tls,
             state,
             shutdown,
             task,
@@ -129,7 +154,8 @@ impl MockServer {
 
     /// The server's base URL, such as `http://127.0.0.1:8470`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Stops accepting requests and waits for the server task to end.

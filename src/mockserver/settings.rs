@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::faults::Faults;
 use super::model::{Settings, SettingsChange};
+use super::tls::TlsFiles;
 use crate::config::Secret;
 
 /// One agent the server accepts, known by its token.
@@ -35,6 +36,8 @@ pub struct MockSettings {
     /// Keep the work (jobs, deliveries, files) in this folder across restarts, rather
     /// than in memory only.
     pub state_dir: Option<PathBuf>,
+    /// Serve HTTPS with these files, rather than plain HTTP.
+    pub tls: Option<TlsFiles>,
 }
 
 impl Default for MockSettings {
@@ -56,6 +59,7 @@ impl Default for MockSettings {
             ],
             faults: Faults::default(),
             state_dir: None,
+            tls: None,
         }
     }
 }

@@ -18,3 +18,4 @@ mod reload;
 mod scripted;
 mod support;
 mod systemd;
+mod tls;
