@@ -76,7 +76,7 @@ async fn heartbeat(
     ApiJson(request): ApiJson<HeartbeatRequest>,
 ) -> Json<HeartbeatResponse> {
     let now = state.clock.now();
-    state.model().heartbeat(&agent, &request.queues, now);
+    state.model().heartbeat(&agent, &request, now);
     tracing::debug!(agent, queues = request.queues.len(), "heartbeat");
     state.wake_claims();
     Json(HeartbeatResponse {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::protocol::{self, AnnouncedQueue, DroppedFile, FileEvent, QueueKind, QueueStatus};
+use crate::protocol::{self, DroppedFile, FileEvent, HeartbeatRequest, QueueKind, QueueStatus};
 
 /// Server settings a person can change.
 #[derive(Debug, Clone, Serialize)]
@@ -243,6 +243,16 @@ pub struct Queue {
     pub agents: BTreeSet<String>,
 }
 
+/// An agent as its last heartbeat showed it: the name it is configured with (its
+/// `[agent] name`, which a person recognises) and its version.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentSeen {
+    pub name: String,
+    pub version: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_heartbeat: OffsetDateTime,
+}
+
 /// What kind of refusal an error is, so the HTTP edge can pick a status code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -312,6 +322,9 @@ pub struct Model {
     pub jobs: BTreeMap<String, Job>,
     pub deliveries: BTreeMap<String, Delivery>,
     pub queues: BTreeMap<String, Queue>,
+    /// The agents heard from, by the name their token gives them here.
+    #[serde(default)]
+    pub agents: BTreeMap<String, AgentSeen>,
     /// Deliveries in the order they were made, oldest first, for fair claims.
     delivery_order: Vec<String>,
     next_job: u64,
@@ -830,9 +843,18 @@ impl Model {
 
     // ----- what an agent does ----------------------------------------------------------
 
-    /// Records a heartbeat: the queues it names are connected from now on.
-    pub fn heartbeat(&mut self, agent: &str, queues: &[AnnouncedQueue], now: OffsetDateTime) {
-        for announced in queues {
+    /// Records a heartbeat of `agent` (the name its token gives it): the queues it
+    /// names are connected from now on.
+    pub fn heartbeat(&mut self, agent: &str, request: &HeartbeatRequest, now: OffsetDateTime) {
+        self.agents.insert(
+            agent.to_string(),
+            AgentSeen {
+                name: request.agent.clone(),
+                version: request.version.clone(),
+                last_heartbeat: now,
+            },
+        );
+        for announced in &request.queues {
             let queue = self
                 .queues
                 .entry(announced.name.clone())
@@ -850,6 +872,14 @@ impl Model {
             queue.last_heartbeat = now;
             queue.agents.insert(agent.to_string());
         }
+    }
+
+    /// The name agent `agent` (the name its token gives it) is configured with, as its
+    /// last heartbeat said; its token's name until it has sent one.
+    pub fn agent_name<'a>(&'a self, agent: &'a str) -> &'a str {
+        self.agents
+            .get(agent)
+            .map_or(agent, |seen| seen.name.as_str())
     }
 
     /// Returns expired leases to pending.

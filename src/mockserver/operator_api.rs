@@ -47,6 +47,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/operator/orders/{number}/send", post(send_order))
         .route("/api/v1/operator/send", post(send))
         .route("/api/v1/operator/queues", get(list_queues))
+        .route("/api/v1/operator/agents", get(list_agents))
         .route("/api/v1/operator/deliveries", get(list_deliveries))
         .route(
             "/api/v1/operator/settings",
@@ -413,14 +414,47 @@ async fn list_queues(
         .map(|(queue, connected)| {
             let mut view = json!(queue);
             view["connected"] = json!(connected);
+            view["agent_names"] = json!(queue
+                .agents
+                .iter()
+                .map(|agent| model.agent_name(agent))
+                .collect::<Vec<_>>());
             view
         })
         .collect();
     Json(json!({ "queues": queues }))
 }
 
+/// The agents heard from: the name each is configured with, its version and last
+/// heartbeat, and the name its token gives it here.
+async fn list_agents(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let model = state.model();
+    let agents: Vec<Value> = model
+        .agents
+        .iter()
+        .map(|(token_name, seen)| {
+            let mut view = json!(seen);
+            view["token_name"] = json!(token_name);
+            view
+        })
+        .collect();
+    Json(json!({ "agents": agents }))
+}
+
 async fn list_deliveries(State(state): State<Arc<AppState>>) -> Json<Value> {
-    Json(json!({ "deliveries": state.model().deliveries.values().collect::<Vec<_>>() }))
+    let model = state.model();
+    let deliveries: Vec<Value> = model
+        .deliveries
+        .values()
+        .map(|delivery| {
+            let mut view = json!(delivery);
+            if let Some(agent) = view["agent"].as_str() {
+                view["agent_name"] = json!(model.agent_name(agent));
+            }
+            view
+        })
+        .collect();
+    Json(json!({ "deliveries": deliveries }))
 }
 
 async fn show_settings(State(state): State<Arc<AppState>>) -> Json<Value> {

@@ -57,8 +57,12 @@ async fn a_reload_swaps_queues_while_a_delivery_finishes_and_a_bad_file_changes_
     })
     .await;
 
-    // indigo goes, proof comes, while the brochure is on its way.
-    agent.rewrite_config(&config(&[("proof", "printer", &proof)]));
+    // indigo goes, proof comes, and the agent gets a new name, while the brochure is
+    // on its way.
+    agent.rewrite_config(
+        &config(&[("proof", "printer", &proof)])
+            .replace("name = \"test-floor\"", "name = \"pressroom-2\""),
+    );
     let before = systemd.count("");
     agent.send("HUP");
     let reloading = systemd.wait_after(before, &["RELOADING=1"]).await;
@@ -66,11 +70,28 @@ async fn a_reload_swaps_queues_while_a_delivery_finishes_and_a_bad_file_changes_
     let log = wait_logged(&agent, "configuration reloaded:").await;
     assert!(
         log.contains(
-            "queue proof added; queue indigo-7900 removed (what it has in flight finishes)"
+            "queue proof added; queue indigo-7900 removed (what it has in flight finishes); \
+             agent.name test-floor → pressroom-2"
         ),
         "{log}"
     );
     wait_connected(&owner, &["proof"]).await;
+    // The job side shows the agent by the name it is configured with.
+    let queues = owner.get("/queues").await.unwrap();
+    let proof_queue = queues["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|queue| queue["name"] == json!("proof"))
+        .cloned()
+        .unwrap();
+    assert_eq!(proof_queue["agent_names"], json!(["pressroom-2"]));
+    let agents = owner.get("/agents").await.unwrap();
+    assert_eq!(
+        agents["agents"][0]["name"],
+        json!("pressroom-2"),
+        "{agents}"
+    );
     let in_flight = deliveries(&owner).await;
     assert_eq!(in_flight.len(), 1);
     assert_ne!(in_flight[0]["state"], json!("completed"), "{in_flight:?}");
