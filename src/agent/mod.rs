@@ -2,6 +2,7 @@
 //! most `concurrency` deliveries, and as many file transfers, in flight, each delivery
 //! carried through its steps by the [`delivery::Worker`].
 
+mod blocking_call;
 pub mod check;
 mod claim_answer;
 pub mod client;
@@ -40,6 +41,7 @@ use crate::config::Config;
 use crate::control::Control;
 use crate::protocol::{AnnouncedQueue, ClaimRequest, HeartbeatRequest, QueueStatus};
 use crate::shutdown::Shutdown;
+use blocking_call::BlockingCall;
 use client::{Claimed, ClientError, JobSideClient};
 use delivery::{Outcome, Worker};
 use events::Events;
@@ -63,6 +65,10 @@ const PRUNE_EVERY: Duration = Duration::from_secs(24 * 3600);
 /// come back to this agent and resume; after that it has surely gone elsewhere.
 const KEEP_HANDED_BACK: Duration = Duration::from_secs(24 * 3600);
 
+/// How long a look at a hotfolder may take before its queue counts as unavailable: a
+/// local disk answers in milliseconds, a share that hangs may never answer.
+const PROBE_LIMIT: Duration = Duration::from_secs(10);
+
 /// How long a stopping agent tries to hand its last reports to the server.
 const FINAL_FLUSH: Duration = Duration::from_secs(5);
 
@@ -75,7 +81,11 @@ pub struct Agent {
     /// The queues ready for files at the last heartbeat: the ones claimed for.
     ready: Vec<String>,
     /// Whether the devices take the dropped files.
-    pickup: PickupWatch,
+    pickup: Arc<PickupWatch>,
+    /// The look at the dropped files, which may hang on a share.
+    pickup_look: BlockingCall<HashMap<String, usize>>,
+    /// Each queue's hotfolder probe, which may hang on a share.
+    probes: HashMap<String, BlockingCall<(QueueStatus, Option<String>)>>,
     /// How many dropped files have stalled in each queue, at the last look.
     stalled: HashMap<String, usize>,
     /// Held while the agent runs: no second agent may use the journal.
@@ -158,12 +168,12 @@ impl Agent {
         );
         let reports = Arc::new(Notify::new());
         let events = Events::new(Arc::new(Metrics::new()));
-        let pickup = PickupWatch {
+        let pickup = Arc::new(PickupWatch {
             journal: journal.clone(),
             queues: queues.clone(),
             reports: reports.clone(),
             events: events.clone(),
-        };
+        });
         let worker = Arc::new(Worker::new(
             client,
             queues,
@@ -179,6 +189,8 @@ impl Agent {
             queue_state: HashMap::new(),
             ready: Vec::new(),
             pickup,
+            pickup_look: BlockingCall::new(PROBE_LIMIT),
+            probes: HashMap::new(),
             stalled: HashMap::new(),
             _lock: lock,
             service: ServiceManager::from_env(),
@@ -314,7 +326,7 @@ impl Agent {
         self.recover(&mut in_flight)?;
         // Ready once the queues are probed; the server may well be down, and that is
         // the agent's job to ride out, not a failure to start.
-        self.probe_queues();
+        self.probe_queues().await;
         let monitor = match self.config.metrics_listen {
             Some(listen) => {
                 let monitored = Monitored {
@@ -357,7 +369,7 @@ impl Agent {
                 }
                 _ = prune.tick() => self.prune_journal(),
                 _ = pickup.tick() => {
-                    self.stalled = self.pickup.check();
+                    self.look_for_pickups().await;
                     self.update_gauges();
                 }
                 _ = heartbeat.tick() => {
@@ -443,17 +455,20 @@ impl Agent {
     }
 
     /// Each queue's state as the heartbeat announces it.
-    fn announce(&self) -> Vec<AnnouncedQueue> {
+    async fn announce(&mut self) -> Vec<AnnouncedQueue> {
         let journal_problem = self.journal_problem();
-        self.worker
-            .queues()
-            .snapshot()
+        let queues = self.worker.queues().snapshot();
+        let probed = match &journal_problem {
+            Some(problem) => queues
+                .iter()
+                .map(|_| (QueueStatus::Unavailable, Some(problem.clone())))
+                .collect(),
+            None => self.probe_hotfolders(&queues).await,
+        };
+        queues
             .iter()
-            .map(|queue| {
-                let (mut status, mut detail) = match &journal_problem {
-                    Some(problem) => (QueueStatus::Unavailable, Some(problem.clone())),
-                    None => queue.hotfolder.probe(),
-                };
+            .zip(probed)
+            .map(|(queue, (mut status, mut detail))| {
                 let stalled = self.stalled.get(&queue.config.name).copied().unwrap_or(0);
                 if status == QueueStatus::Ready && stalled > 0 {
                     status = QueueStatus::Stalled;
@@ -473,10 +488,45 @@ impl Agent {
             .collect()
     }
 
+    /// Probes every hotfolder side by side, off the runtime: a share that hangs makes
+    /// its queue unavailable after [`PROBE_LIMIT`], and holds up nothing else.
+    async fn probe_hotfolders(&mut self, queues: &[Queue]) -> Vec<(QueueStatus, Option<String>)> {
+        let mut calls = std::mem::take(&mut self.probes);
+        let probes = queues.iter().map(|queue| {
+            let mut call = calls
+                .remove(queue.name())
+                .unwrap_or_else(|| BlockingCall::new(PROBE_LIMIT));
+            let hotfolder = queue.hotfolder.clone();
+            let name = queue.name().to_string();
+            async move {
+                let probed = call.run(move || hotfolder.probe()).await;
+                (name, call, probed)
+            }
+        });
+        let results = futures_util::future::join_all(probes).await;
+        // Probes of queues a reload removed are forgotten with them.
+        results
+            .into_iter()
+            .zip(queues)
+            .map(|((name, call, probed), queue)| {
+                self.probes.insert(name, call);
+                probed.unwrap_or_else(|why| {
+                    (
+                        QueueStatus::Unavailable,
+                        Some(format!(
+                            "hotfolder {} {why}",
+                            queue.hotfolder.root().display()
+                        )),
+                    )
+                })
+            })
+            .collect()
+    }
+
     /// Probes every queue, notes the changes and which are ready for files; returns
     /// them as the heartbeat announces them.
-    fn probe_queues(&mut self) -> Vec<AnnouncedQueue> {
-        let queues = self.announce();
+    async fn probe_queues(&mut self) -> Vec<AnnouncedQueue> {
+        let queues = self.announce().await;
         self.note_queue_changes(&queues);
         self.ready = queues
             .iter()
@@ -484,6 +534,16 @@ impl Agent {
             .map(|queue| queue.name.clone())
             .collect();
         queues
+    }
+
+    /// Looks at the dropped files off the runtime; a share that hangs keeps the last
+    /// count of stalled files and says so once it has hung for [`PROBE_LIMIT`].
+    async fn look_for_pickups(&mut self) {
+        let watch = self.pickup.clone();
+        match self.pickup_look.run(move || watch.check()).await {
+            Ok(stalled) => self.stalled = stalled,
+            Err(why) => warn!("looking at the dropped files {why}: a hotfolder share may hang"),
+        }
     }
 
     /// Sets the gauges the pick-up watch and the journal know: stalled files by queue,
@@ -533,7 +593,7 @@ impl Agent {
 
     /// Announces the queues and notes which are ready for files.
     async fn heartbeat(&mut self, shutdown: &Shutdown) {
-        let queues = self.probe_queues();
+        let queues = self.probe_queues().await;
         let request = HeartbeatRequest {
             agent: self.config.agent.name.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
