@@ -2,12 +2,12 @@
 //! journal. It opens the journal read-only, so it works beside a running daemon.
 
 use bytesize::ByteSize;
-use rusqlite::{params, Connection};
 use serde::Serialize;
-
 use time::OffsetDateTime;
 
-use crate::agent::journal::{Journal, ServerContact, JOURNAL_FILE, STUCK_AFTER};
+use crate::agent::journal::{
+    Drop, Failure, InFlight, Journal, ServerContact, WaitingReport, JOURNAL_FILE,
+};
 use crate::agent::journal_lock::running_agent;
 use crate::config::Config;
 use crate::health::{judge, Health, State};
@@ -48,48 +48,6 @@ pub struct QueueStatus {
     pub failures: Vec<Failure>,
 }
 
-#[derive(Debug, Serialize)]
-pub struct InFlight {
-    pub delivery: String,
-    pub job: String,
-    pub order_number: Option<String>,
-    pub step: String,
-    pub received: u64,
-    pub size: u64,
-    pub files: u32,
-    pub since: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct WaitingReport {
-    pub delivery: String,
-    pub kind: String,
-    pub since: String,
-    pub attempts: u32,
-    pub last_error: Option<String>,
-    /// Tried [`STUCK_AFTER`] times or more without the server taking it.
-    pub stuck: bool,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Drop {
-    pub delivery: String,
-    pub job: String,
-    pub order_number: Option<String>,
-    pub at: String,
-    pub reported: bool,
-    pub paths: Vec<String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Failure {
-    pub delivery: String,
-    pub job: String,
-    pub at: String,
-    pub step: String,
-    pub reason: String,
-}
-
 /// Reads the status of every configured queue from the journal in `state_dir`.
 pub fn read(config: &Config) -> anyhow::Result<Status> {
     let path = config.agent.state_dir.join(JOURNAL_FILE);
@@ -100,41 +58,33 @@ pub fn read(config: &Config) -> anyhow::Result<Status> {
         );
     }
     let journal = Journal::open_read_only(&config.agent.state_dir)?;
-    let status = journal.read(|conn| {
-        let mut queues = Vec::new();
-        for queue in &config.queues {
-            let (status, detail) = conn
-                .query_row(
-                    "SELECT status, detail FROM queues WHERE name = ?1",
-                    params![queue.name],
-                    |row| Ok((Some(row.get(0)?), row.get(1)?)),
-                )
-                .unwrap_or((None, None));
-            queues.push(QueueStatus {
-                name: queue.name.clone(),
-                kind: wire_name(&queue.kind),
-                hotfolder: queue.hotfolder.display().to_string(),
-                status,
-                detail,
-                in_flight: in_flight(conn, &queue.name)?,
-                waiting_reports: waiting_reports(conn, Some(&queue.name))?,
-                recent_drops: recent_drops(conn, &queue.name)?,
-                failures: failures(conn, &queue.name)?,
-            });
-        }
-        Ok(Status {
-            health: Health {
-                state: State::Ok,
-                reasons: Vec::new(),
-            },
-            agent: config.agent.name.clone(),
-            journal: path.display().to_string(),
-            running_pid: running_agent(&config.agent.state_dir),
-            server: ServerContact::default(),
-            queues,
-            other_reports: waiting_reports(conn, None)?,
-        })
-    })?;
+    let mut queues = Vec::new();
+    for queue in &config.queues {
+        let (status, detail) = journal.announced_status(&queue.name)?;
+        queues.push(QueueStatus {
+            name: queue.name.clone(),
+            kind: wire_name(&queue.kind),
+            hotfolder: queue.hotfolder.display().to_string(),
+            status,
+            detail,
+            in_flight: journal.in_flight(&queue.name)?,
+            waiting_reports: journal.waiting_reports(Some(&queue.name))?,
+            recent_drops: journal.recent_drops(&queue.name, RECENT)?,
+            failures: journal.recent_failures(&queue.name, RECENT)?,
+        });
+    }
+    let status = Status {
+        health: Health {
+            state: State::Ok,
+            reasons: Vec::new(),
+        },
+        agent: config.agent.name.clone(),
+        journal: path.display().to_string(),
+        running_pid: running_agent(&config.agent.state_dir),
+        server: ServerContact::default(),
+        queues,
+        other_reports: journal.waiting_reports(None)?,
+    };
     let mut status = status;
     status.server = journal.server_contact()?;
     status.health = judge(
@@ -143,87 +93,6 @@ pub fn read(config: &Config) -> anyhow::Result<Status> {
         config.server.check_interval,
     );
     Ok(status)
-}
-
-fn in_flight(conn: &Connection, queue: &str) -> rusqlite::Result<Vec<InFlight>> {
-    let mut statement = conn.prepare(
-        "SELECT d.id, d.job, d.order_number, d.step, COALESCE(SUM(f.received), 0), COALESCE(SUM(f.size), 0), COUNT(f.idx), d.updated_at
-         FROM deliveries d LEFT JOIN files f ON f.delivery = d.id
-         WHERE d.queue = ?1 AND d.step IN ('claimed', 'transferring', 'dropping')
-         GROUP BY d.id ORDER BY d.claimed_at",
-    )?;
-    let rows = statement.query_map(params![queue], |row| {
-        Ok(InFlight {
-            delivery: row.get(0)?,
-            job: row.get(1)?,
-            order_number: row.get(2)?,
-            step: row.get(3)?,
-            received: row.get::<_, i64>(4)? as u64,
-            size: row.get::<_, i64>(5)? as u64,
-            files: row.get(6)?,
-            since: row.get(7)?,
-        })
-    })?;
-    rows.collect()
-}
-
-fn waiting_reports(conn: &Connection, queue: Option<&str>) -> rusqlite::Result<Vec<WaitingReport>> {
-    let mut statement = conn.prepare(
-        "SELECT r.delivery, r.kind, r.created_at, r.attempts, r.last_error
-         FROM reports r LEFT JOIN deliveries d ON d.id = r.delivery
-         WHERE (?1 IS NULL AND d.queue IS NULL) OR d.queue = ?1 ORDER BY r.seq",
-    )?;
-    let rows = statement.query_map(params![queue], |row| {
-        Ok(WaitingReport {
-            delivery: row.get(0)?,
-            kind: row.get(1)?,
-            since: row.get(2)?,
-            attempts: row.get(3)?,
-            last_error: row.get(4)?,
-            stuck: row.get::<_, u32>(3)? >= STUCK_AFTER,
-        })
-    })?;
-    rows.collect()
-}
-
-fn recent_drops(conn: &Connection, queue: &str) -> rusqlite::Result<Vec<Drop>> {
-    let mut statement = conn.prepare(
-        "SELECT d.id, d.job, d.order_number, d.updated_at, d.step,
-                (SELECT group_concat(f.drop_name, char(10)) FROM files f WHERE f.delivery = d.id AND f.dropped = 1)
-         FROM deliveries d WHERE d.queue = ?1 AND d.step IN ('dropped', 'reported')
-         ORDER BY d.updated_at DESC LIMIT ?2",
-    )?;
-    let rows = statement.query_map(params![queue, RECENT as i64], |row| {
-        Ok(Drop {
-            delivery: row.get(0)?,
-            job: row.get(1)?,
-            order_number: row.get(2)?,
-            at: row.get(3)?,
-            reported: row.get::<_, String>(4)? == "reported",
-            paths: row
-                .get::<_, Option<String>>(5)?
-                .map(|p| p.lines().map(String::from).collect())
-                .unwrap_or_default(),
-        })
-    })?;
-    rows.collect()
-}
-
-fn failures(conn: &Connection, queue: &str) -> rusqlite::Result<Vec<Failure>> {
-    let mut statement = conn.prepare(
-        "SELECT id, job, updated_at, step, COALESCE(reason, '') FROM deliveries
-         WHERE queue = ?1 AND step IN ('failed', 'lease_lost') ORDER BY updated_at DESC LIMIT ?2",
-    )?;
-    let rows = statement.query_map(params![queue, RECENT as i64], |row| {
-        Ok(Failure {
-            delivery: row.get(0)?,
-            job: row.get(1)?,
-            at: row.get(2)?,
-            step: row.get(3)?,
-            reason: row.get(4)?,
-        })
-    })?;
-    rows.collect()
 }
 
 /// The status as a person reads it, one line per line.

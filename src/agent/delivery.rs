@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
-use serde_json::json;
 use time::OffsetDateTime;
 use tokio::sync::Notify;
 use tracing::{error, info, warn, Instrument};
@@ -17,13 +16,13 @@ use tracing::{error, info, warn, Instrument};
 use super::check::{check, final_names, CheckedFile};
 use super::client::{ClientError, JobSideClient};
 use super::events::{Event, Events};
-use super::journal::{Entry, FileState, Journal, ReportKind, Step};
+use super::journal::{Entry, FileState, Journal, Owed, Step};
 use super::queue_set::QueueSet;
 use super::staging::StagingDir;
 use super::transfer::{fetch, Progress, TransferError};
 use super::transfer_slots::TransferSlots;
 use crate::naming::clash_name;
-use crate::protocol::{Delivery, DroppedFile, FailRequest};
+use crate::protocol::{CompleteRequest, Delivery, DroppedFile, FailRequest};
 use crate::shutdown::Shutdown;
 
 /// How many times one file's transfer is tried before the delivery is given back.
@@ -614,35 +613,33 @@ impl Worker {
                 took,
             });
         }
+        let fail = |reason: &str, retryable| {
+            Owed::Fail(FailRequest {
+                reason: reason.to_string(),
+                retryable,
+            })
+        };
         let (step, reason, report) = match outcome {
             Outcome::Completed(files) => (
                 Step::Dropped,
                 None,
-                Some((ReportKind::Complete, json!({ "files": files }))),
+                Some(Owed::Complete(CompleteRequest {
+                    files: files.clone(),
+                })),
             ),
             Outcome::Failed { reason, retryable } => (
                 Step::Failed,
                 Some(reason.as_str()),
-                Some((
-                    ReportKind::Fail,
-                    json!({ "reason": reason, "retryable": retryable }),
-                )),
+                Some(fail(reason, *retryable)),
             ),
             Outcome::LeaseLost(why) => (Step::LeaseLost, Some(why.as_str()), None),
             Outcome::Stopped => {
                 let reason = "tbot stopped before finishing the delivery";
-                (
-                    Step::HandedBack,
-                    Some(reason),
-                    Some((
-                        ReportKind::Fail,
-                        json!({ "reason": reason, "retryable": true }),
-                    )),
-                )
+                (Step::HandedBack, Some(reason), Some(fail(reason, true)))
             }
             Outcome::AlreadyHandled | Outcome::Interrupted => return,
         };
-        if let Err(err) = self.journal.finish(id, step, reason, report) {
+        if let Err(err) = self.journal.finish(id, step, reason, report.as_ref()) {
             error!("cannot record the end of the delivery: {err}");
         }
         self.reports.notify_one();

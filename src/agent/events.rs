@@ -39,7 +39,10 @@ pub(crate) enum Event<'a> {
         took: Duration,
     },
     /// The job side took a report or an event.
-    Reported { delivery: &'a str, report: &'a str },
+    Reported {
+        delivery: &'a str,
+        report: &'static str,
+    },
     /// The device took a dropped file from its hotfolder.
     PickedUp {
         delivery: &'a str,
@@ -145,13 +148,6 @@ impl Events {
             }
             Event::Reported { delivery, report } => {
                 info!(delivery, report, "reported");
-                let report = match report {
-                    "complete" => "complete",
-                    "fail" => "fail",
-                    "picked_up" => "picked_up",
-                    "stalled" => "stalled",
-                    _ => "event",
-                };
                 metrics
                     .reports_sent
                     .get_or_create(&ReportLabel { report })

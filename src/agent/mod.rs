@@ -714,12 +714,11 @@ impl Agent {
                     problem,
                 } => {
                     warn!(delivery = %id, "{problem}");
-                    let body = serde_json::json!({ "reason": problem, "retryable": false });
-                    if let Err(err) =
-                        worker
-                            .journal()
-                            .queue_report(&id, journal::ReportKind::Fail, body)
-                    {
+                    let owed = journal::Owed::Fail(crate::protocol::FailRequest {
+                        reason: problem,
+                        retryable: false,
+                    });
+                    if let Err(err) = worker.journal().queue_report(&id, &owed) {
                         error!(delivery = %id, "cannot record the malformed delivery: {err}");
                     }
                     worker.wake_reporter();

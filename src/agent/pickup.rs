@@ -86,13 +86,12 @@ impl PickupWatch {
     }
 
     fn record(&self, file: &AwaitingPickup, event: FileEvent, at: OffsetDateTime) {
-        let body = serde_json::to_value(EventRequest {
+        let event = EventRequest {
             event,
             at,
             path: file.path.clone(),
-        })
-        .unwrap_or_default();
-        match self.journal.record_pickup_event(file, event, body) {
+        };
+        match self.journal.record_pickup_event(file, event) {
             Ok(()) => self.reports.notify_one(),
             Err(err) => error!("cannot record a pick-up event: {err}"),
         }

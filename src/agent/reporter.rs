@@ -12,8 +12,7 @@ use tracing::{debug, error, warn};
 
 use super::client::{ClientError, JobSideClient};
 use super::events::{Event, Events};
-use super::journal::{Journal, Report, ReportKind};
-use crate::protocol::{CompleteRequest, EventRequest, FailRequest};
+use super::journal::{Journal, Owed, Report};
 use crate::shutdown::Shutdown;
 
 /// An event report older than this is dropped with a warning (PROTOCOL.md, events).
@@ -124,26 +123,26 @@ impl Reporter {
     async fn send_group(&self, group: Vec<Report>) -> (Vec<Report>, Option<ClientError>) {
         let mut done = Vec::new();
         for report in group {
-            if report.kind == ReportKind::Event
-                && OffsetDateTime::now_utc() - report.created_at > EVENT_MAX_AGE
-            {
-                warn!(delivery = %report.delivery, "dropping an event the server has not taken for a day: {}", report.body);
-                done.push(report);
-                continue;
-            }
-            let outgoing = match Outgoing::parse(&report) {
-                Ok(outgoing) => outgoing,
+            let owed = match &report.owed {
+                Ok(owed) => owed.clone(),
                 Err(err) => {
                     error!(delivery = %report.delivery, "journaled report {} is unreadable, giving it up: {err}", report.seq);
                     done.push(report);
                     continue;
                 }
             };
-            match self.send(&report.delivery, outgoing).await {
+            if let Owed::Event(event) = &owed {
+                if OffsetDateTime::now_utc() - report.created_at > EVENT_MAX_AGE {
+                    warn!(delivery = %report.delivery, path = %event.path, "dropping a {} event the server has not taken for a day", owed.label());
+                    done.push(report);
+                    continue;
+                }
+            }
+            match self.send(&report.delivery, &owed).await {
                 Ok(()) => {
                     self.events.emit(Event::Reported {
                         delivery: &report.delivery,
-                        report: report.label(),
+                        report: owed.label(),
                     });
                     done.push(report);
                 }
@@ -161,7 +160,7 @@ impl Reporter {
                     let pause = UNREADABLE_PAUSE
                         .saturating_mul(1 << report.attempts.min(16))
                         .min(MAX_UNREADABLE_PAUSE);
-                    warn!(delivery = %report.delivery, report = %report.label(), attempts = report.attempts + 1,
+                    warn!(delivery = %report.delivery, report = %owed.label(), attempts = report.attempts + 1,
                         "the server's answer to the report cannot be read; sending it again in {}: {err}",
                         humantime::format_duration(pause));
                     let retry_at = OffsetDateTime::now_utc() + pause;
@@ -188,29 +187,11 @@ impl Reporter {
         (done, None)
     }
 
-    async fn send(&self, id: &str, outgoing: Outgoing) -> Result<(), ClientError> {
-        match outgoing {
-            Outgoing::Complete(body) => self.client.complete(id, &body).await.map(|_| ()),
-            Outgoing::Fail(body) => self.client.fail(id, &body).await,
-            Outgoing::Event(body) => self.client.event(id, &body).await,
+    async fn send(&self, id: &str, owed: &Owed) -> Result<(), ClientError> {
+        match owed {
+            Owed::Complete(request) => self.client.complete(id, request).await.map(drop),
+            Owed::Fail(request) => self.client.fail(id, request).await,
+            Owed::Event(request) => self.client.event(id, request).await,
         }
-    }
-}
-
-/// A journaled report read back as the request it stands for.
-enum Outgoing {
-    Complete(CompleteRequest),
-    Fail(FailRequest),
-    Event(EventRequest),
-}
-
-impl Outgoing {
-    fn parse(report: &Report) -> Result<Outgoing, serde_json::Error> {
-        let body = report.body.clone();
-        Ok(match report.kind {
-            ReportKind::Complete => Outgoing::Complete(serde_json::from_value(body)?),
-            ReportKind::Fail => Outgoing::Fail(serde_json::from_value(body)?),
-            ReportKind::Event => Outgoing::Event(serde_json::from_value(body)?),
-        })
     }
 }
