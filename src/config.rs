@@ -90,6 +90,16 @@ pub enum LogFormat {
     Json,
 }
 
+impl LogFormat {
+    /// As the configuration file spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
 /// One output device and the hotfolder it watches.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueueConfig {

@@ -9,8 +9,10 @@
 
 use std::borrow::Cow;
 use std::io::{IsTerminal, Write};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
 
+use tracing_subscriber::filter::dynamic_filter_fn;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -19,19 +21,22 @@ use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
 use crate::config::{LogFormat, Secret};
 use crate::naming::is_invisible;
 
-/// The log line writer, swapped whole when a reload changes the format or the token.
-type LineLayer = Box<dyn Layer<Registry> + Send + Sync>;
-
 /// What a reload changes in the installed subscriber.
 struct Reconfigure {
-    lines: reload::Handle<LineLayer, Registry>,
-    filter: reload::Handle<
-        EnvFilter,
-        tracing_subscriber::layer::Layered<reload::Layer<LineLayer, Registry>, Registry>,
-    >,
+    filter: reload::Handle<EnvFilter, Registry>,
+    lines: Arc<LineSettings>,
+}
+
+/// What every log line is written with; shared by both formats' layers.
+#[derive(Debug)]
+struct LineSettings {
+    /// Whether lines go out as JSON rather than text. Both layers stay installed, and
+    /// both see every span, so a reload can switch between them while deliveries (and
+    /// their spans) are in flight.
+    json: AtomicBool,
     /// Every token this process was given: one replaced by a reload may still come
     /// back in a server's text, so it stays blotted out.
-    secrets: std::sync::Mutex<Vec<Secret>>,
+    secrets: RwLock<Vec<Secret>>,
 }
 
 /// Set by [`init`] when it installed the subscriber (not in tests that share one).
@@ -40,38 +45,76 @@ static RECONFIGURE: OnceLock<Reconfigure> = OnceLock::new();
 /// Installs the global log subscriber. `RUST_LOG`, when set, overrides `level`. Colour
 /// only on a terminal, and never with `NO_COLOR` set.
 pub fn init(level: &str, format: LogFormat, secret: Option<&Secret>) {
-    let secrets: Vec<Secret> = secret.into_iter().cloned().collect();
-    let (lines, lines_handle) = reload::Layer::new(line_layer(format, secrets.clone()));
+    let lines = Arc::new(LineSettings {
+        json: AtomicBool::new(format == LogFormat::Json),
+        secrets: RwLock::new(secret.into_iter().cloned().collect()),
+    });
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
     let (filter, filter_handle) = reload::Layer::new(filter(level));
+    let text = tracing_subscriber::fmt::layer()
+        .with_writer(SafeStderr {
+            settings: lines.clone(),
+            escape: Escape::Text {
+                keep_colour: colour,
+            },
+        })
+        .with_ansi(colour)
+        .with_target(false);
+    let json = tracing_subscriber::fmt::layer()
+        .with_writer(SafeStderr {
+            settings: lines.clone(),
+            escape: Escape::Json,
+        })
+        .with_ansi(false)
+        .with_target(false)
+        .json()
+        .flatten_event(true)
+        .with_current_span(true);
+    // Spans always reach both layers; events only the one in use, asked at every
+    // event (a dynamic filter), since a reload may switch.
+    let (for_text, for_json) = (lines.clone(), lines.clone());
+    let text = text.with_filter(dynamic_filter_fn(move |meta, _| {
+        meta.is_span() || !for_text.json.load(Ordering::Relaxed)
+    }));
+    let json = json.with_filter(dynamic_filter_fn(move |meta, _| {
+        meta.is_span() || for_json.json.load(Ordering::Relaxed)
+    }));
     // A subscriber that is already installed (tests, the demo) is kept.
     if tracing_subscriber::registry()
-        .with(lines)
         .with(filter)
+        .with(text)
+        .with(json)
         .try_init()
         .is_ok()
     {
         let _ = RECONFIGURE.set(Reconfigure {
-            lines: lines_handle,
             filter: filter_handle,
-            secrets: std::sync::Mutex::new(secrets),
+            lines,
         });
     }
 }
 
 /// Applies a reloaded `[log]` section and token to the subscriber [`init`] installed;
 /// does nothing where another one was installed.
-pub fn reconfigure(level: &str, format: LogFormat, secret: &Secret) -> anyhow::Result<()> {
+pub(crate) fn reconfigure(level: &str, format: LogFormat, secret: &Secret) -> anyhow::Result<()> {
     let Some(installed) = RECONFIGURE.get() else {
         return Ok(());
     };
-    let secrets = {
-        let mut secrets = installed.secrets.lock().unwrap_or_else(|p| p.into_inner());
+    {
+        let mut secrets = installed
+            .lines
+            .secrets
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
         if !secrets.contains(secret) {
             secrets.push(secret.clone());
         }
-        secrets.clone()
-    };
-    installed.lines.reload(line_layer(format, secrets))?;
+    }
+    installed
+        .lines
+        .json
+        .store(format == LogFormat::Json, Ordering::Relaxed);
     installed.filter.reload(filter(level))?;
     Ok(())
 }
@@ -80,33 +123,6 @@ fn filter(level: &str) -> EnvFilter {
     EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"))
-}
-
-fn line_layer(format: LogFormat, secrets: Vec<Secret>) -> LineLayer {
-    let colour = format == LogFormat::Text
-        && std::io::stderr().is_terminal()
-        && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty());
-    let writer = SafeStderr {
-        secrets,
-        escape: match format {
-            LogFormat::Text => Escape::Text {
-                keep_colour: colour,
-            },
-            LogFormat::Json => Escape::Json,
-        },
-    };
-    let layer = tracing_subscriber::fmt::layer()
-        .with_writer(writer)
-        .with_ansi(colour)
-        .with_target(false);
-    match format {
-        LogFormat::Text => layer.boxed(),
-        LogFormat::Json => layer
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .boxed(),
-    }
 }
 
 /// How untrusted characters are written.
@@ -184,7 +200,7 @@ pub fn clipped(text: &str, max: usize) -> String {
 
 /// Standard error, one whole log line per write, made safe on the way.
 struct SafeStderr {
-    secrets: Vec<Secret>,
+    settings: Arc<LineSettings>,
     escape: Escape,
 }
 
@@ -222,7 +238,13 @@ impl Drop for SafeLine<'_> {
             Ok(text) => Cow::Borrowed(text),
             Err(_) => String::from_utf8_lossy(&self.buffer),
         };
-        let text = self.target.secrets.iter().fold(text, |text, secret| {
+        let secrets = self
+            .target
+            .settings
+            .secrets
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        let text = secrets.iter().fold(text, |text, secret| {
             if text.contains(secret.expose()) {
                 Cow::Owned(secret.redact(&text))
             } else {

@@ -396,18 +396,15 @@ impl Agent {
                     self.service.watchdog();
                 }
                 _ = control.reload_requested() => {
-                    let claimed_for = self.ready.clone();
                     if self.reload(in_flight.len()) == reload::Reloaded::Applied {
                         check = every(self.config.server.check_interval);
                         check.reset();
                         heartbeat = every(self.config.server.heartbeat_interval);
-                        // Added queues are announced, and claimed for, at once: a
-                        // claim held open for the old set would keep them waiting.
+                        // Added queues are announced at once, and claimed for from the
+                        // next claim on. A claim the server holds open is left to
+                        // finish: dropping it could lose what the server just leased.
                         self.heartbeat(&shutdown).await;
                         heartbeat.reset();
-                        if self.ready != claimed_for {
-                            claim = None;
-                        }
                         may_claim = true;
                     }
                 }

@@ -191,8 +191,9 @@ pub(super) fn changes(old: &Config, new: &Config) -> Changes {
     }
     if old.log.format != new.log.format {
         applied(format!(
-            "log.format {:?} → {:?}",
-            old.log.format, new.log.format
+            "log.format {} → {}",
+            old.log.format.name(),
+            new.log.format.name()
         ));
     }
     if old.metrics_listen != new.metrics_listen {

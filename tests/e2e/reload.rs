@@ -29,8 +29,11 @@ async fn a_reload_swaps_queues_while_a_delivery_finishes_and_a_bad_file_changes_
     let owner = operator(&server, "owner");
     let systemd = NotifySocket::bind(&floor.path("notify.sock"));
     let socket = floor.path("notify.sock").display().to_string();
+    // Claims held open two seconds at most: a queue added by a reload is claimed for
+    // from the next claim on.
     let config = |queues: &[(&str, &str, &std::path::Path)]| {
         agent_config_text(&server.url(), TOKEN, &floor.path("state"), queues, "")
+            .replace("[agent]", "long_poll = \"2s\"\n[agent]")
     };
     let (indigo, proof) = (floor.path("indigo"), floor.path("proof"));
     let mut agent = AgentProcess::start_with_env(
@@ -57,11 +60,12 @@ async fn a_reload_swaps_queues_while_a_delivery_finishes_and_a_bad_file_changes_
     })
     .await;
 
-    // indigo goes, proof comes, and the agent gets a new name, while the brochure is
-    // on its way.
+    // indigo goes, proof comes, the agent gets a new name and logs JSON, while the
+    // brochure is on its way.
     agent.rewrite_config(
         &config(&[("proof", "printer", &proof)])
-            .replace("name = \"test-floor\"", "name = \"pressroom-2\""),
+            .replace("name = \"test-floor\"", "name = \"pressroom-2\"")
+            .replace("[log]\n", "[log]\nformat = \"json\"\n"),
     );
     let before = systemd.count("");
     agent.send("HUP");
@@ -71,7 +75,7 @@ async fn a_reload_swaps_queues_while_a_delivery_finishes_and_a_bad_file_changes_
     assert!(
         log.contains(
             "queue proof added; queue indigo-7900 removed (what it has in flight finishes); \
-             agent.name test-floor → pressroom-2"
+             agent.name test-floor → pressroom-2; log.format text → json"
         ),
         "{log}"
     );
@@ -105,6 +109,15 @@ async fn a_reload_swaps_queues_while_a_delivery_finishes_and_a_bad_file_changes_
         sha256_file(&indigo.join(&visible_files(&indigo)[0])),
         sha256_of(&bytes)
     );
+    // The delivery that began under text logging ends in JSON lines.
+    let dropped = agent
+        .log()
+        .lines()
+        .find(|line| line.contains("\"message\":\"dropped\""))
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("the drop logged as JSON: {}", agent.log()));
+    let dropped: serde_json::Value = serde_json::from_str(&dropped).unwrap();
+    assert_eq!(dropped["span"]["queue"], json!("indigo-7900"), "{dropped}");
 
     // The new queue is served; once a claim for it is answered, no claim made before
     // the reload is still open, and a job for the removed queue stays with the server.
