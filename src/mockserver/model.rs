@@ -240,14 +240,19 @@ pub struct Queue {
     pub detail: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub last_heartbeat: OffsetDateTime,
+    /// The agents serving it, by the names their tokens have here: they decide leases.
     pub agents: BTreeSet<String>,
+    /// The same agents by the names they are configured with, for a person.
+    #[serde(default)]
+    pub agent_names: BTreeSet<String>,
 }
 
 /// An agent as its last heartbeat showed it: the name it is configured with (its
-/// `[agent] name`, which a person recognises) and its version.
+/// `[agent] name`, which a person recognises), its token's name here, its version.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AgentSeen {
     pub name: String,
+    pub token_name: String,
     pub version: String,
     #[serde(with = "time::serde::rfc3339")]
     pub last_heartbeat: OffsetDateTime,
@@ -322,9 +327,10 @@ pub struct Model {
     pub jobs: BTreeMap<String, Job>,
     pub deliveries: BTreeMap<String, Delivery>,
     pub queues: BTreeMap<String, Queue>,
-    /// The agents heard from, by the name their token gives them here.
+    /// The agents heard from: one per token and configured name, since agents may
+    /// share a token.
     #[serde(default)]
-    pub agents: BTreeMap<String, AgentSeen>,
+    pub agents: Vec<AgentSeen>,
     /// Deliveries in the order they were made, oldest first, for fair claims.
     delivery_order: Vec<String>,
     next_job: u64,
@@ -846,14 +852,20 @@ impl Model {
     /// Records a heartbeat of `agent` (the name its token gives it): the queues it
     /// names are connected from now on.
     pub fn heartbeat(&mut self, agent: &str, request: &HeartbeatRequest, now: OffsetDateTime) {
-        self.agents.insert(
-            agent.to_string(),
-            AgentSeen {
-                name: request.agent.clone(),
-                version: request.version.clone(),
-                last_heartbeat: now,
-            },
-        );
+        let seen = AgentSeen {
+            name: request.agent.clone(),
+            token_name: agent.to_string(),
+            version: request.version.clone(),
+            last_heartbeat: now,
+        };
+        match self
+            .agents
+            .iter_mut()
+            .find(|known| known.token_name == seen.token_name && known.name == seen.name)
+        {
+            Some(known) => *known = seen,
+            None => self.agents.push(seen),
+        }
         for announced in &request.queues {
             let queue = self
                 .queues
@@ -865,21 +877,15 @@ impl Model {
                     detail: None,
                     last_heartbeat: now,
                     agents: BTreeSet::new(),
+                    agent_names: BTreeSet::new(),
                 });
             queue.kind = announced.kind;
             queue.status = announced.status;
             queue.detail = announced.detail.clone();
             queue.last_heartbeat = now;
             queue.agents.insert(agent.to_string());
+            queue.agent_names.insert(request.agent.clone());
         }
-    }
-
-    /// The name agent `agent` (the name its token gives it) is configured with, as its
-    /// last heartbeat said; its token's name until it has sent one.
-    pub fn agent_name<'a>(&'a self, agent: &'a str) -> &'a str {
-        self.agents
-            .get(agent)
-            .map_or(agent, |seen| seen.name.as_str())
     }
 
     /// Returns expired leases to pending.

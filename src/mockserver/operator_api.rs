@@ -414,47 +414,20 @@ async fn list_queues(
         .map(|(queue, connected)| {
             let mut view = json!(queue);
             view["connected"] = json!(connected);
-            view["agent_names"] = json!(queue
-                .agents
-                .iter()
-                .map(|agent| model.agent_name(agent))
-                .collect::<Vec<_>>());
             view
         })
         .collect();
     Json(json!({ "queues": queues }))
 }
 
-/// The agents heard from: the name each is configured with, its version and last
-/// heartbeat, and the name its token gives it here.
+/// The agents heard from: the name each is configured with, its token's name here,
+/// its version and last heartbeat.
 async fn list_agents(State(state): State<Arc<AppState>>) -> Json<Value> {
-    let model = state.model();
-    let agents: Vec<Value> = model
-        .agents
-        .iter()
-        .map(|(token_name, seen)| {
-            let mut view = json!(seen);
-            view["token_name"] = json!(token_name);
-            view
-        })
-        .collect();
-    Json(json!({ "agents": agents }))
+    Json(json!({ "agents": state.model().agents }))
 }
 
 async fn list_deliveries(State(state): State<Arc<AppState>>) -> Json<Value> {
-    let model = state.model();
-    let deliveries: Vec<Value> = model
-        .deliveries
-        .values()
-        .map(|delivery| {
-            let mut view = json!(delivery);
-            if let Some(agent) = view["agent"].as_str() {
-                view["agent_name"] = json!(model.agent_name(agent));
-            }
-            view
-        })
-        .collect();
-    Json(json!({ "deliveries": deliveries }))
+    Json(json!({ "deliveries": state.model().deliveries.values().collect::<Vec<_>>() }))
 }
 
 async fn show_settings(State(state): State<Arc<AppState>>) -> Json<Value> {
