@@ -12,6 +12,7 @@ pub mod mockserver;
 pub mod naming;
 pub mod online_check;
 pub mod operator_client;
+mod pem;
 pub mod protocol;
 pub mod shutdown;
 pub mod status;

@@ -15,7 +15,7 @@ use tbot::config::{default_config_path, Config, LogFormat};
 use tbot::control::Control;
 use tbot::health::State;
 use tbot::mockserver::model::SettingsChange;
-use tbot::mockserver::{MockServer, MockSettings, TlsFiles, UserEntry};
+use tbot::mockserver::{MockServer, MockSettings, ServerTls, UserEntry};
 use tbot::operator_client::OperatorClient;
 
 #[derive(Parser)]
@@ -391,7 +391,7 @@ async fn mock_server(args: MockServerArgs) -> anyhow::Result<()> {
     }
     settings.state_dir = args.state_dir;
     if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
-        settings.tls = Some(TlsFiles {
+        settings.tls = Some(ServerTls {
             cert,
             key,
             client_ca: args.tls_client_ca,

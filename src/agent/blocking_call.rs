@@ -23,14 +23,20 @@ impl<T: Send + 'static> BlockingCall<T> {
         }
     }
 
-    /// Runs `work` on the blocking pool and waits up to the limit for it; while an
-    /// earlier run still hangs, waits for that one instead, and `work` is not run.
-    /// The error says, in words, why there is no answer.
+    /// Runs `work` on the blocking pool and waits up to the limit for it. While an
+    /// earlier run still hangs, `work` is not run and nothing is waited for: the
+    /// earlier run's answer is taken once it comes. The error says, in words, why
+    /// there is no answer.
     pub(crate) async fn run(
         &mut self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, String> {
         let (mut handle, started) = match self.hanging.take() {
+            Some((handle, started)) if !handle.is_finished() => {
+                let since = started.elapsed().as_secs();
+                self.hanging = Some((handle, started));
+                return Err(format!("has not answered for {since} s"));
+            }
             Some(earlier) => earlier,
             None => (tokio::task::spawn_blocking(work), Instant::now()),
         };

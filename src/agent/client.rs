@@ -209,26 +209,14 @@ impl JobSideClient {
         self
     }
 
-    /// Reaches the server as `server` says from the next call on, in every clone;
-    /// calls on their way finish as they began. An error (a TLS file that cannot be
-    /// read) changes nothing.
-    pub fn reconnect(&self, server: &ServerConfig) -> anyhow::Result<()> {
-        self.connection.store(Arc::new(Connection::new(server)?));
-        Ok(())
+    /// Reaches the server over `connection` from the next call on, in every clone;
+    /// calls on their way finish as they began.
+    pub(crate) fn switch_to(&self, connection: Connection) {
+        self.connection.store(Arc::new(connection));
     }
 
     fn connection(&self) -> Arc<Connection> {
         self.connection.load_full()
-    }
-
-    /// The URL of an agent endpoint or a server path, below the configured base URL.
-    pub fn resolve(&self, path: &str) -> Result<Url, ClientError> {
-        resolve(&self.connection(), path)
-    }
-
-    /// Whether `url` has the configured server's origin, the only place the token goes.
-    pub fn is_own_origin(&self, url: &Url) -> bool {
-        self.connection().is_own_origin(url)
     }
 
     /// `text` with the agent token blotted out, for any text that came from the server.
@@ -284,10 +272,14 @@ impl JobSideClient {
     /// is blotted out of the answer before anything else.
     pub async fn claim(&self, request: &ClaimRequest) -> Result<Vec<Claimed>, ClientError> {
         let timeout = Duration::from_secs(request.wait_s + 30);
-        let body = self.call_raw(&["claim"], request, Some(timeout)).await?;
+        // The token this claim is sent with, also when a reload replaces it meanwhile.
+        let connection = self.connection();
+        let token = &connection.token;
+        let body = self
+            .call_raw(&connection, &["claim"], request, Some(timeout))
+            .await?;
         // Everything in it is journaled, logged or reported: the token goes first, as
         // the server sent it and, below, as JSON escapes decode it.
-        let token = self.connection().token.clone();
         let body = token.redact_bytes(&body);
         let mut claimed = claim_answer::parse(&body)
             .map_err(|why| ClientError::BadResponse(format!("{AGENT_API}/claim: {why}")))?;
@@ -302,7 +294,7 @@ impl JobSideClient {
         }
         Ok(claimed
             .into_iter()
-            .map(|item| item.redacted(&token))
+            .map(|item| item.redacted(token))
             .collect())
     }
 
@@ -345,25 +337,27 @@ impl JobSideClient {
         body: &B,
         timeout: Option<Duration>,
     ) -> Result<T, ClientError> {
-        let answer = self.call_raw(segments, body, timeout).await?;
+        let connection = self.connection();
+        let answer = self.call_raw(&connection, segments, body, timeout).await?;
         serde_json::from_slice(&answer).map_err(|err| {
             ClientError::BadResponse(format!("{AGENT_API}/{}: {err}", segments.join("/")))
-                .redacted(&self.connection().token)
+                .redacted(&connection.token)
         })
     }
 
-    /// POSTs `body` to an agent endpoint, retrying transient failures with exponential
-    /// back-off and jitter, honouring `Retry-After`; the answer's bytes.
+    /// POSTs `body` to an agent endpoint over `connection`, retrying transient
+    /// failures with exponential back-off and jitter, honouring `Retry-After`; the
+    /// answer's bytes.
     async fn call_raw<B: Serialize>(
         &self,
+        connection: &Connection,
         segments: &[&str],
         body: &B,
         timeout: Option<Duration>,
     ) -> Result<Vec<u8>, ClientError> {
-        let connection = self.connection();
-        let url = endpoint(&connection, segments)?;
+        let url = endpoint(connection, segments)?;
         let endpoint = segments[0];
-        let attempt = || post_once(&connection, url.clone(), body, timeout);
+        let attempt = || post_once(connection, url.clone(), body, timeout);
         let result = attempt
             .retry(self.retry)
             .when(ClientError::is_transient)
@@ -400,13 +394,6 @@ impl JobSideClient {
     }
 }
 
-/// The URL of an agent endpoint or a server path, below the connection's base URL.
-fn resolve(connection: &Connection, path: &str) -> Result<Url, ClientError> {
-    connection
-        .resolve(path)
-        .map_err(|err| ClientError::BadResponse(format!("cannot make a URL of {path:?}: {err}")))
-}
-
 /// The URL of the agent endpoint made of `segments`, each one percent-encoded path
 /// segment whatever it holds (a delivery id from the server may hold `/`, `?` or
 /// `..`).
@@ -415,7 +402,7 @@ fn endpoint(connection: &Connection, segments: &[&str]) -> Result<Url, ClientErr
         .iter()
         .map(|segment| percent_encoding::utf8_percent_encode(segment, ID_SEGMENT).to_string())
         .collect();
-    resolve(connection, &format!("{AGENT_API}/{}", path.join("/")))
+    connection.resolve(&format!("{AGENT_API}/{}", path.join("/")))
 }
 
 async fn post_once<B: Serialize>(
@@ -446,7 +433,7 @@ async fn follow_download(
     etag: Option<&str>,
 ) -> Result<reqwest::Response, ClientError> {
     let mut url = if url.starts_with('/') {
-        resolve(connection, url)?
+        connection.resolve(url)?
     } else {
         Url::parse(url)
             .map_err(|err| ClientError::BadResponse(format!("file url {url:?}: {err}")))?
@@ -457,7 +444,7 @@ async fn follow_download(
                 "file url {url} is not http(s)"
             )));
         }
-        let mut request = connection.http.get(url.clone());
+        let mut request = connection.client_for(&url).get(url.clone());
         if connection.is_own_origin(&url) {
             request = request.bearer_auth(connection.token.expose());
         }

@@ -9,11 +9,16 @@ use std::time::Duration;
 use anyhow::Context;
 use url::Url;
 
+use super::client::ClientError;
 use crate::config::{Secret, ServerConfig};
 
 /// One way to the server.
 pub(crate) struct Connection {
+    /// For the server's own origin: presents the client certificate, when there is one.
     pub(crate) http: reqwest::Client,
+    /// For file URLs on other hosts (a CDN, a storage bucket): the same trust, but no
+    /// client certificate, which is for the job side only.
+    foreign: reqwest::Client,
     /// The server's URL, ending in `/` so that paths join below it.
     pub(crate) base: Url,
     pub(crate) token: Secret,
@@ -21,33 +26,50 @@ pub(crate) struct Connection {
 
 impl Connection {
     pub(crate) fn new(server: &ServerConfig) -> anyhow::Result<Connection> {
-        let mut http = reqwest::Client::builder()
-            .user_agent(concat!("tbot/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
-            .read_timeout(Duration::from_secs(60))
-            .redirect(reqwest::redirect::Policy::none());
-        if let Some(ca_file) = &server.tls.ca_file {
-            for certificate in read_ca_file(ca_file)? {
-                http = http.add_root_certificate(certificate);
-            }
-        }
-        if let Some((cert, key)) = &server.tls.client_identity {
-            http = http.identity(read_identity(cert, key)?);
-        }
+        let authorities = match &server.tls.ca_file {
+            Some(ca_file) => read_ca_file(ca_file)?,
+            None => Vec::new(),
+        };
+        let builder = || {
+            authorities.iter().fold(
+                reqwest::Client::builder()
+                    .user_agent(concat!("tbot/", env!("CARGO_PKG_VERSION")))
+                    .connect_timeout(Duration::from_secs(10))
+                    .read_timeout(Duration::from_secs(60))
+                    .redirect(reqwest::redirect::Policy::none()),
+                |builder, authority| builder.add_root_certificate(authority.clone()),
+            )
+        };
+        let http = match &server.tls.client_identity {
+            Some((cert, key)) => builder().identity(read_identity(cert, key)?),
+            None => builder(),
+        };
         let mut base = server.url.clone();
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
         }
         Ok(Connection {
             http: http.build()?,
+            foreign: builder().build()?,
             base,
             token: server.token.clone(),
         })
     }
 
+    /// The client for `url`: the client certificate goes to the server's origin only.
+    pub(crate) fn client_for(&self, url: &Url) -> &reqwest::Client {
+        if self.is_own_origin(url) {
+            &self.http
+        } else {
+            &self.foreign
+        }
+    }
+
     /// The URL of an agent endpoint or a server path, below the configured base URL.
-    pub(crate) fn resolve(&self, path: &str) -> Result<Url, url::ParseError> {
-        self.base.join(path.trim_start_matches('/'))
+    pub(crate) fn resolve(&self, path: &str) -> Result<Url, ClientError> {
+        self.base.join(path.trim_start_matches('/')).map_err(|err| {
+            ClientError::BadResponse(format!("cannot make a URL of {path:?}: {err}"))
+        })
     }
 
     /// Whether `url` has the configured server's origin, the only place the token goes.
@@ -60,22 +82,13 @@ impl Connection {
 
 /// The certificates of `server.ca_file`, trusted besides the system's own.
 fn read_ca_file(path: &Path) -> anyhow::Result<Vec<reqwest::Certificate>> {
-    let pem = std::fs::read(path)
-        .with_context(|| format!("server.ca_file {}: cannot read it", path.display()))?;
-    let certificates = reqwest::Certificate::from_pem_bundle(&pem).with_context(|| {
-        format!(
-            "server.ca_file {}: not a PEM certificate bundle",
-            path.display()
-        )
-    })?;
-    if certificates.is_empty() {
-        anyhow::bail!(
-            "server.ca_file {}: holds no certificate; it should hold one or more \
-             -----BEGIN CERTIFICATE----- blocks",
-            path.display()
-        );
-    }
-    Ok(certificates)
+    crate::pem::read_certificates("server.ca_file", path)?
+        .iter()
+        .map(|der| {
+            reqwest::Certificate::from_der(der)
+                .with_context(|| format!("server.ca_file {}: not a certificate", path.display()))
+        })
+        .collect()
 }
 
 /// The client certificate and its private key, for a server that asks for one.

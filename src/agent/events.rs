@@ -174,6 +174,7 @@ impl Events {
                     "stalled: still in the hotfolder after {}",
                     humantime::format_duration(after)
                 );
+                metrics.stalls.get_or_create(&by_queue(queue)).inc();
             }
         }
     }

@@ -15,6 +15,9 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
+/// Every status a queue is announced with (PROTOCOL.md).
+const QUEUE_STATUSES: [&str; 3] = ["ready", "stalled", "unavailable"];
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct QueueLabel {
     pub(crate) queue: String,
@@ -52,6 +55,7 @@ pub(crate) struct Metrics {
     pub(crate) reports_waiting: Gauge,
     pub(crate) reports_sent: Family<ReportLabel, Counter>,
     pub(crate) picked_up: Family<QueueLabel, Counter>,
+    pub(crate) stalls: Family<QueueLabel, Counter>,
     pub(crate) stalled: Family<QueueLabel, Gauge>,
     server_reached: ServerReached,
 }
@@ -77,6 +81,7 @@ impl Metrics {
             reports_waiting: Gauge::default(),
             reports_sent: Family::default(),
             picked_up: Family::default(),
+            stalls: Family::default(),
             stalled: Family::default(),
             server_reached: ServerReached::default(),
         };
@@ -137,6 +142,11 @@ impl Metrics {
             metrics.picked_up.clone(),
         );
         registry.register(
+            "stalls",
+            "Dropped files found stalled, each counted once",
+            metrics.stalls.clone(),
+        );
+        registry.register(
             "files_stalled",
             "Dropped files still in the hotfolder after the queue's stall_after",
             metrics.stalled.clone(),
@@ -157,7 +167,7 @@ impl Metrics {
 
     /// Sets `queue`'s status, dropping the one it had.
     pub(crate) fn set_queue_status(&self, queue: &str, status: &str) {
-        let stale: Vec<StatusLabels> = ["ready", "stalled", "unavailable"]
+        let stale: Vec<StatusLabels> = QUEUE_STATUSES
             .into_iter()
             .filter(|other| *other != status)
             .map(|other| StatusLabels {
@@ -178,7 +188,7 @@ impl Metrics {
 
     /// Forgets the gauges of a queue a reload removed.
     pub(crate) fn forget_queue(&self, queue: &str) {
-        for status in ["ready", "stalled", "unavailable"] {
+        for status in QUEUE_STATUSES {
             self.queue_status.remove(&StatusLabels {
                 queue: queue.to_string(),
                 status: status.to_string(),

@@ -16,7 +16,7 @@ mod metrics;
 mod monitor_endpoint;
 pub mod pickup;
 pub mod pipeline;
-pub mod queue_set;
+pub(crate) mod queue_set;
 mod reload;
 pub mod reporter;
 mod service_manager;
@@ -84,8 +84,8 @@ pub struct Agent {
     pickup: Arc<PickupWatch>,
     /// The look at the dropped files, which may hang on a share.
     pickup_look: BlockingCall<HashMap<String, usize>>,
-    /// Each queue's hotfolder probe, which may hang on a share.
-    probes: HashMap<String, BlockingCall<(QueueStatus, Option<String>)>>,
+    /// Each hotfolder's probe, which may hang on a share.
+    probes: HashMap<std::path::PathBuf, BlockingCall<(QueueStatus, Option<String>)>>,
     /// How many dropped files have stalled in each queue, at the last look.
     stalled: HashMap<String, usize>,
     /// Held while the agent runs: no second agent may use the journal.
@@ -490,14 +490,16 @@ impl Agent {
     async fn probe_hotfolders(&mut self, queues: &[Queue]) -> Vec<(QueueStatus, Option<String>)> {
         let mut calls = std::mem::take(&mut self.probes);
         let probes = queues.iter().map(|queue| {
+            // By folder: a probe hanging on a share says nothing of the folder a
+            // reload put in its place.
+            let key = queue.hotfolder.root().to_path_buf();
             let mut call = calls
-                .remove(queue.name())
+                .remove(&key)
                 .unwrap_or_else(|| BlockingCall::new(PROBE_LIMIT));
             let hotfolder = queue.hotfolder.clone();
-            let name = queue.name().to_string();
             async move {
                 let probed = call.run(move || hotfolder.probe()).await;
-                (name, call, probed)
+                (key, call, probed)
             }
         });
         let results = futures_util::future::join_all(probes).await;
@@ -505,8 +507,8 @@ impl Agent {
         results
             .into_iter()
             .zip(queues)
-            .map(|((name, call, probed), queue)| {
-                self.probes.insert(name, call);
+            .map(|((key, call, probed), queue)| {
+                self.probes.insert(key, call);
                 probed.unwrap_or_else(|why| {
                     (
                         QueueStatus::Unavailable,

@@ -20,10 +20,11 @@ use super::delivery::Worker;
 use super::metrics::Metrics;
 use crate::shutdown::Shutdown;
 
-/// The main loop counts as stuck when it has not turned for this long: it turns at
-/// least every pick-up look (seconds), and a heartbeat to a slow server may hold it
-/// for a couple of minutes at most.
-const STUCK_AFTER: Duration = Duration::from_secs(180);
+/// The main loop counts as stuck when it has not turned for this long, as long as
+/// the unit's `WatchdogSec=`: it turns at least every pick-up look (seconds), and a
+/// heartbeat to a server that does not answer holds it for under three minutes
+/// (five tries of at most 30 s each, and their pauses).
+const STUCK_AFTER: Duration = Duration::from_secs(300);
 
 /// When the main loop last turned, as the health check sees it.
 #[derive(Debug)]

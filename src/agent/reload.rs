@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tracing::{error, info, warn};
 
+use super::connection::Connection;
 use super::queue_set::Queue;
 use super::Agent;
 use crate::config::{Config, QueueConfig};
@@ -34,9 +35,9 @@ impl Agent {
     pub(super) fn reload(&mut self, in_flight: usize) -> Reloaded {
         self.service.reloading();
         let outcome = match self.load_for_reload() {
-            Ok(new) => {
+            Ok((new, connection)) => {
                 self.reload_refused = None;
-                self.apply(new)
+                self.apply(new, connection)
             }
             Err(why) => {
                 error!("configuration not reloaded, tbot carries on with the previous one: {why}");
@@ -52,8 +53,10 @@ impl Agent {
         outcome
     }
 
-    /// The configuration file as it is now, if it can be applied.
-    fn load_for_reload(&self) -> Result<Config, String> {
+    /// The configuration file as it is now, if it can be applied, and the connection
+    /// to the server it describes, its TLS files read afresh (a renewed certificate
+    /// keeps its file name).
+    fn load_for_reload(&self) -> Result<(Config, Connection), String> {
         let Some(path) = &self.config.source else {
             return Err("this agent was not started from a configuration file".into());
         };
@@ -70,11 +73,13 @@ impl Agent {
                 self.config.agent.state_dir.display()
             ));
         }
-        Ok(new)
+        let connection = Connection::new(&new.server).map_err(|err| format!("{err:#}"))?;
+        Ok((new, connection))
     }
 
-    /// Puts `new` in effect; logs what changed in one line.
-    fn apply(&mut self, mut new: Config) -> Reloaded {
+    /// Puts `new` in effect, reaching the server over `connection` from now on; logs
+    /// what changed in one line.
+    fn apply(&mut self, mut new: Config, connection: Connection) -> Reloaded {
         let changes = changes(&self.config, &new);
         // What cannot change live stays as it is until the next start.
         new.agent.state_dir = self.config.agent.state_dir.clone();
@@ -82,10 +87,7 @@ impl Agent {
         for warning in &new.warnings {
             warn!("{warning}");
         }
-        if let Err(err) = self.worker.client().reconnect(&new.server) {
-            error!("configuration not reloaded, tbot carries on with the previous one: {err}");
-            return Reloaded::Nothing;
-        }
+        self.worker.client().switch_to(connection);
         if let Err(err) =
             crate::logging::reconfigure(&new.log.level, new.log.format, &new.server.token)
         {
@@ -173,6 +175,9 @@ pub(super) fn changes(old: &Config, new: &Config) -> Changes {
     }
     if old.server.token != new.server.token {
         applied("server.token replaced (new connections use it)".into());
+    }
+    if old.server.tls != new.server.tls {
+        applied("server TLS files (ca_file, client_cert, client_key) changed".into());
     }
     if old.agent.name != new.agent.name {
         applied(format!(

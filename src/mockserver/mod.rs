@@ -29,7 +29,7 @@ pub use faults::{FaultState, Faults};
 pub use file_store::{FileStore, StoredFile};
 pub use request_log::{RequestLog, RequestRecord};
 pub use settings::{AgentToken, MockSettings, UserEntry};
-pub use tls::TlsFiles;
+pub use tls::ServerTls;
 
 use crate::shutdown::Shutdown;
 use model::Model;
@@ -79,7 +79,7 @@ pub struct MockServer {
 impl MockServer {
     /// Binds `listen` and serves until [`MockServer::stop`].
     pub async fn start(settings: MockSettings, listen: SocketAddr) -> anyhow::Result<MockServer> {
-        let acceptor = settings.tls.as_ref().map(TlsFiles::acceptor).transpose()?;
+        let acceptor = settings.tls.as_ref().map(ServerTls::acceptor).transpose()?;
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
@@ -124,11 +124,7 @@ impl MockServer {
             let served = match acceptor {
                 // Tapped, so that the client's address reaches the request log.
                 Some(acceptor) => {
-                    let listener = TlsListener {
-                        tcp: listener,
-                        acceptor,
-                    }
-                    .tap_io(|_| {});
+                    let listener = TlsListener::new(listener, addr, acceptor).tap_io(|_| {});
                     axum::serve(listener, app)
                         .with_graceful_shutdown(stopped)
                         .await

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::faults::Faults;
 use super::model::{Settings, SettingsChange};
-use super::tls::TlsFiles;
+use super::tls::ServerTls;
 use crate::config::Secret;
 
 /// One agent the server accepts, known by its token.
@@ -37,7 +37,7 @@ pub struct MockSettings {
     /// than in memory only.
     pub state_dir: Option<PathBuf>,
     /// Serve HTTPS with these files, rather than plain HTTP.
-    pub tls: Option<TlsFiles>,
+    pub tls: Option<ServerTls>,
 }
 
 impl Default for MockSettings {

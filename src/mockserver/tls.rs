@@ -3,36 +3,39 @@
 //! tried and tested on one machine.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::PrivateKeyDer;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 use tokio_rustls::rustls::{self, server::WebPkiClientVerifier, RootCertStore};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-/// A client that has not finished its handshake by then is dropped, so that one
-/// silent connection does not hold up the next.
+/// A client that has not finished its handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long accepting pauses after an error such as running out of file descriptors.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
 /// The server's certificate files.
 #[derive(Debug, Clone)]
-pub struct TlsFiles {
+pub struct ServerTls {
     pub cert: PathBuf,
     pub key: PathBuf,
     /// Agents must show a certificate signed by one of these.
     pub client_ca: Option<PathBuf>,
 }
 
-impl TlsFiles {
+impl ServerTls {
     /// The acceptor these files describe; each error names the file.
     pub(crate) fn acceptor(&self) -> anyhow::Result<TlsAcceptor> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let certificates = read_certificates(&self.cert)?;
+        let certificates = crate::pem::read_certificates("--tls-cert", &self.cert)?;
         let key = PrivateKeyDer::from_pem_file(&self.key)
             .with_context(|| format!("--tls-key {}: no PEM private key", self.key.display()))?;
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
@@ -40,7 +43,7 @@ impl TlsFiles {
         let builder = match &self.client_ca {
             Some(path) => {
                 let mut roots = RootCertStore::empty();
-                for certificate in read_certificates(path)? {
+                for certificate in crate::pem::read_certificates("--tls-client-ca", path)? {
                     roots.add(certificate).with_context(|| {
                         format!("--tls-client-ca {}: not a CA certificate", path.display())
                     })?;
@@ -59,20 +62,48 @@ impl TlsFiles {
     }
 }
 
-fn read_certificates(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let certificates = CertificateDer::pem_file_iter(path)
-        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-        .with_context(|| format!("{}: cannot read PEM certificates", path.display()))?;
-    if certificates.is_empty() {
-        anyhow::bail!("{}: holds no PEM certificate", path.display());
-    }
-    Ok(certificates)
+/// A TCP listener whose connections are TLS, handshake done. Handshakes run side by
+/// side on their own tasks, so a client that connects and says nothing holds up no
+/// one else.
+pub(crate) struct TlsListener {
+    local: SocketAddr,
+    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
 }
 
-/// A TCP listener whose connections are TLS, handshake done.
-pub(crate) struct TlsListener {
-    pub(crate) tcp: TcpListener,
-    pub(crate) acceptor: TlsAcceptor,
+impl TlsListener {
+    /// Serves TLS on `tcp`, bound to `local`.
+    pub(crate) fn new(tcp: TcpListener, local: SocketAddr, acceptor: TlsAcceptor) -> TlsListener {
+        let (done, ready) = mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    // The server stopped: let the port go.
+                    _ = done.closed() => return,
+                    accepted = tcp.accept() => accepted,
+                };
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        // Out of file descriptors, say: pause rather than spin.
+                        tracing::warn!("cannot accept a connection: {err}");
+                        tokio::time::sleep(ACCEPT_PAUSE).await;
+                        continue;
+                    }
+                };
+                let (acceptor, done) = (acceptor.clone(), done.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = done.send((tls, peer)).await;
+                        }
+                        Ok(Err(err)) => tracing::info!(%peer, "TLS handshake refused: {err}"),
+                        Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        TlsListener { local, ready }
+    }
 }
 
 impl axum::serve::Listener for TlsListener {
@@ -80,23 +111,14 @@ impl axum::serve::Listener for TlsListener {
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let (stream, peer) = match self.tcp.accept().await {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    tracing::debug!("accept: {err}");
-                    continue;
-                }
-            };
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => return (tls, peer),
-                Ok(Err(err)) => tracing::info!(%peer, "TLS handshake refused: {err}"),
-                Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
-            }
+        match self.ready.recv().await {
+            Some(connection) => connection,
+            // The accepting task only ends when this listener is gone.
+            None => std::future::pending().await,
         }
     }
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.tcp.local_addr()
+        Ok(self.local)
     }
 }

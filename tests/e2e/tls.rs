@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-use tbot::mockserver::{MockServer, TlsFiles};
+use tbot::mockserver::{MockServer, ServerTls};
 use tbot::operator_client::OperatorClient;
 
 use crate::support::*;
@@ -60,7 +60,7 @@ impl Pki {
 
     async fn server(&self, ask_for_client_certificate: bool) -> MockServer {
         start_server(|settings| {
-            settings.tls = Some(TlsFiles {
+            settings.tls = Some(ServerTls {
                 cert: self.server_cert.clone(),
                 key: self.server_key.clone(),
                 client_ca: ask_for_client_certificate.then(|| self.ca.clone()),
