@@ -1,0 +1,39 @@
+//! Why the job side refuses an action: a kind the HTTP edge maps to a status code, a
+//! stable code for scripts and a message for a person.
+
+/// What kind of refusal an error is, so the HTTP edge can pick a status code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    NotFound,
+    Forbidden,
+    Conflict,
+    Invalid,
+}
+
+/// A refused action: a kind, a stable code and a message for a person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelError {
+    pub kind: ErrorKind,
+    pub code: &'static str,
+    pub message: String,
+}
+
+pub(super) fn refuse(
+    kind: ErrorKind,
+    code: &'static str,
+    message: impl Into<String>,
+) -> ModelError {
+    ModelError {
+        kind,
+        code,
+        message: message.into(),
+    }
+}
+
+pub(super) fn unknown_job(id: &str) -> ModelError {
+    refuse(
+        ErrorKind::NotFound,
+        "unknown_job",
+        format!("there is no job {id}"),
+    )
+}

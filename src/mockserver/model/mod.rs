@@ -1,0 +1,75 @@
+//! The bundled job side's state: users, orders, jobs, queues and deliveries, and the
+//! rules that move them. Plain data and plain functions: no I/O, and the time is always
+//! passed in, so tests move the clock instead of waiting 48 hours.
+
+mod error;
+#[cfg(test)]
+mod fixture;
+mod jobs;
+mod leases;
+mod people;
+mod queues;
+mod sending;
+mod settings;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub use error::{ErrorKind, ModelError};
+pub use jobs::{FileLocation, Job, JobFile, JobState, NewFile, Order};
+pub use leases::{Delivery, DeliveryState, RecordedEvent};
+pub use people::{default_profiles, Profile};
+pub use queues::{AgentSeen, Queue};
+pub use sending::SendResult;
+pub use settings::{Settings, SettingsChange};
+
+/// The whole state of the job side. What is serialized is the work (orders, jobs,
+/// deliveries, queues and the next ids), which a restarted server can take back with
+/// [`Model::restore_work`]; settings, profiles and users come from start-up.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Model {
+    #[serde(skip)]
+    pub settings: Settings,
+    #[serde(skip)]
+    pub profiles: BTreeMap<String, Profile>,
+    /// User name to profile name.
+    #[serde(skip)]
+    pub users: BTreeMap<String, String>,
+    pub orders: BTreeMap<String, Order>,
+    pub jobs: BTreeMap<String, Job>,
+    pub deliveries: BTreeMap<String, Delivery>,
+    pub queues: BTreeMap<String, Queue>,
+    /// The agents heard from: one per token and configured name, since agents may
+    /// share a token.
+    #[serde(default)]
+    pub agents: Vec<AgentSeen>,
+    /// Deliveries in the order they were made, oldest first, for fair claims.
+    delivery_order: Vec<String>,
+    next_job: u64,
+    next_file: u64,
+    next_delivery: u64,
+}
+
+impl Model {
+    pub fn new(settings: Settings) -> Model {
+        Model {
+            settings,
+            profiles: default_profiles(),
+            next_job: 1001,
+            next_file: 1,
+            next_delivery: 1,
+            ..Model::default()
+        }
+    }
+
+    /// Takes the work of a saved model, keeping this one's settings, profiles and users.
+    pub fn restore_work(&mut self, saved: Model) {
+        *self = Model {
+            settings: std::mem::take(&mut self.settings),
+            profiles: std::mem::take(&mut self.profiles),
+            users: std::mem::take(&mut self.users),
+            ..saved
+        };
+    }
+}
