@@ -76,9 +76,8 @@ async fn heartbeat(
     ApiJson(request): ApiJson<HeartbeatRequest>,
 ) -> Json<HeartbeatResponse> {
     let now = state.clock.now();
-    state.model().heartbeat(&agent, &request, now);
+    state.change(|model| model.heartbeat(&agent, &request, now));
     tracing::debug!(agent, queues = request.queues.len(), "heartbeat");
-    state.wake_claims();
     Json(HeartbeatResponse {
         server_time: now,
         check_interval_s: None,
@@ -104,9 +103,9 @@ async fn claim(
         let woken = state.claimable.notified();
         tokio::pin!(woken);
         woken.as_mut().enable();
-        let deliveries = state
-            .model()
-            .claim(&agent, &request.queues, max, state.clock.now());
+        let now = state.clock.now();
+        let deliveries =
+            state.change_leases(|model| model.claim(&agent, &request.queues, max, now));
         let now = tokio::time::Instant::now();
         if !deliveries.is_empty() || now >= deadline || max == 0 {
             if !deliveries.is_empty() {
@@ -123,7 +122,8 @@ async fn renew(
     Agent(agent): Agent,
     Path(id): Path<String>,
 ) -> Result<Json<RenewResponse>, ApiError> {
-    let lease_expires_at = state.model().renew(&agent, &id, state.clock.now())?;
+    let now = state.clock.now();
+    let lease_expires_at = state.change_leases(|model| model.renew(&agent, &id, now))?;
     Ok(Json(RenewResponse { lease_expires_at }))
 }
 
@@ -133,9 +133,8 @@ async fn complete(
     Path(id): Path<String>,
     ApiJson(request): ApiJson<CompleteRequest>,
 ) -> Result<Json<CompleteResponse>, ApiError> {
-    let job_state = state
-        .model()
-        .complete(&agent, &id, request.files, state.clock.now())?;
+    let now = state.clock.now();
+    let job_state = state.change_leases(|model| model.complete(&agent, &id, request.files, now))?;
     tracing::info!(agent, delivery = id, "delivery completed");
     Ok(Json(CompleteResponse {
         job_state: job_state.code(),
@@ -148,13 +147,8 @@ async fn fail(
     Path(id): Path<String>,
     ApiJson(request): ApiJson<FailRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    state.model().fail(
-        &agent,
-        &id,
-        &request.reason,
-        request.retryable,
-        state.clock.now(),
-    )?;
+    let now = state.clock.now();
+    state.change(|model| model.fail(&agent, &id, &request.reason, request.retryable, now))?;
     tracing::info!(
         agent,
         delivery = id,
@@ -162,7 +156,6 @@ async fn fail(
         retryable = request.retryable,
         "delivery failed"
     );
-    state.wake_claims();
     Ok(Json(serde_json::json!({})))
 }
 
@@ -173,8 +166,7 @@ async fn event(
     ApiJson(request): ApiJson<EventRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     state
-        .model()
-        .record_event(&id, request.event, request.at, request.path)?;
+        .change_leases(|model| model.record_event(&id, request.event, request.at, request.path))?;
     Ok(Json(serde_json::json!({})))
 }
 

@@ -10,9 +10,9 @@ mod file_store;
 pub mod model;
 mod operator_api;
 mod request_log;
-mod saved_work;
 mod settings;
 mod tls;
+mod work_store;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -33,8 +33,8 @@ pub use tls::ServerTls;
 
 use crate::shutdown::Shutdown;
 use model::Model;
-use saved_work::SavedWork;
 use tls::TlsListener;
+use work_store::WorkStore;
 
 /// Everything the request handlers share.
 pub struct AppState {
@@ -48,19 +48,51 @@ pub struct AppState {
     pub faults: FaultState,
     pub requests: RequestLog,
     /// Where the work is kept, when the server was started with a state folder.
-    saved_work: Option<SavedWork>,
+    store: Option<WorkStore>,
 }
 
 impl AppState {
-    /// Locks the model. A handler that panicked while holding it leaves the state as it
-    /// was at the panic; the mock carries on rather than failing every later request.
+    /// Locks the model, to read it; every change goes through [`AppState::change`]. A
+    /// handler that panicked while holding it leaves the state as it was at the panic;
+    /// the mock carries on rather than failing every later request.
     pub fn model(&self) -> MutexGuard<'_, Model> {
         self.model
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Wakes long-polling claims after a change that may have made work.
+    /// The one way the work changes: locks the model, applies `change`, saves what it
+    /// changed (committed before the caller answers), and wakes the claims held open,
+    /// since work may have come. A save that fails is logged: the server carries on in
+    /// memory, and a restart would miss the change.
+    pub fn change<T>(&self, change: impl FnOnce(&mut Model) -> T) -> T {
+        let mut model = self.model();
+        let answer = change(&mut model);
+        self.save(&model);
+        drop(model);
+        self.claimable.notify_waiters();
+        answer
+    }
+
+    /// Like [`AppState::change`], for a change that can make no work claimable (a
+    /// claim, a renewal, a report): held claims are not woken, or two of them would
+    /// wake each other for ever.
+    pub fn change_leases<T>(&self, change: impl FnOnce(&mut Model) -> T) -> T {
+        let mut model = self.model();
+        let answer = change(&mut model);
+        self.save(&model);
+        answer
+    }
+
+    fn save(&self, model: &Model) {
+        if let Some(store) = &self.store {
+            if let Err(err) = store.save(model) {
+                tracing::error!("{err:#}");
+            }
+        }
+    }
+
+    /// Wakes long-polling claims after a change of the clock, which may have made work.
     pub fn wake_claims(&self) {
         self.claimable.notify_waiters();
     }
@@ -90,13 +122,13 @@ impl MockServer {
                 .add_user(&user.name, &user.profile)
                 .map_err(|err| anyhow::anyhow!(err.message))?;
         }
-        let (files, saved_work) = match &settings.state_dir {
+        let (files, store) = match &settings.state_dir {
             Some(dir) => {
-                let saved_work = SavedWork::new(dir);
-                if let Some(saved) = saved_work.load()? {
+                let (store, saved) = WorkStore::open(dir)?;
+                if let Some(saved) = saved {
                     model.restore_work(saved);
                 }
-                (FileStore::saved_in(&dir.join("files"))?, Some(saved_work))
+                (FileStore::saved_in(&dir.join("files"))?, Some(store))
             }
             None => (FileStore::default(), None),
         };
@@ -112,7 +144,7 @@ impl MockServer {
             claimable: Notify::new(),
             faults: FaultState::new(settings.faults.clone()),
             requests: RequestLog::default(),
-            saved_work,
+            store,
         });
         let app = router(state.clone());
         let shutdown = Shutdown::new();
@@ -174,9 +206,5 @@ fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .merge(agent)
         .merge(operator_api::routes())
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            saved_work::save_after_change,
-        ))
         .with_state(state)
 }

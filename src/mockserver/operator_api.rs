@@ -250,20 +250,24 @@ async fn create_job(
             location,
         });
     }
-    let mut model = state.model();
-    let job = model.create_job(
-        &request.name,
-        request.order_number.as_deref(),
-        request.queues,
-        new_files,
-    )?;
-    for (file, content) in job.files.iter().zip(contents) {
-        if let Some(stored) = content {
-            state.files.put(&file.id, stored);
+    let view = state.change(|model| {
+        let job = model
+            .create_job(
+                &request.name,
+                request.order_number.as_deref(),
+                request.queues,
+                new_files,
+            )?
+            .clone();
+        // The bytes are stored before the job is saved, so a saved job has its files.
+        for (file, content) in job.files.iter().zip(contents) {
+            if let Some(stored) = content {
+                state.files.put(&file.id, stored);
+            }
         }
-    }
-    let job = job.clone();
-    Ok((StatusCode::CREATED, Json(job_view(&model, &job))))
+        Ok::<_, ApiError>(job_view(model, &job))
+    })?;
+    Ok((StatusCode::CREATED, Json(view)))
 }
 
 /// Uploads one file's bytes to a job; size and SHA-256 are computed here.
@@ -273,16 +277,19 @@ async fn upload_file(
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let stored = StoredFile::new(body);
-    let file = state.model().add_file(
-        &id,
-        NewFile {
-            name,
-            size: stored.bytes.len() as i64,
-            sha256: stored.sha256.clone(),
-            location: FileLocation::Stored,
-        },
-    )?;
-    state.files.put(&file.id, stored);
+    let file = state.change(|model| {
+        let file = model.add_file(
+            &id,
+            NewFile {
+                name,
+                size: stored.bytes.len() as i64,
+                sha256: stored.sha256.clone(),
+                location: FileLocation::Stored,
+            },
+        )?;
+        state.files.put(&file.id, stored);
+        Ok::<_, ApiError>(file)
+    })?;
     Ok((
         StatusCode::CREATED,
         Json(serde_json::to_value(file).unwrap_or_default()),
@@ -294,24 +301,24 @@ async fn job_action(
     Path((id, action)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let now = state.clock.now();
-    let mut model = state.model();
-    match action.as_str() {
-        "request-approval" => model.request_approval(&id)?,
-        "approve" => model.approve(&id, now)?,
-        "hold" => model.hold(&id)?,
-        "archive" => model.archive(&id)?,
-        other => {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "unknown_action",
-                format!("jobs have no action {other:?} (request-approval, approve, hold, archive)"),
-            ))
+    state.change(|model| {
+        match action.as_str() {
+            "request-approval" => model.request_approval(&id)?,
+            "approve" => model.approve(&id, now)?,
+            "hold" => model.hold(&id)?,
+            "archive" => model.archive(&id)?,
+            other => {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "unknown_action",
+                    format!(
+                        "jobs have no action {other:?} (request-approval, approve, hold, archive)"
+                    ),
+                ))
+            }
         }
-    }
-    let view = job_view(&model, &model.jobs[&id]);
-    drop(model);
-    state.wake_claims();
-    Ok(Json(view))
+        Ok(Json(job_view(model, &model.jobs[&id])))
+    })
 }
 
 async fn set_job_queues(
@@ -320,12 +327,10 @@ async fn set_job_queues(
     ApiJson(choice): ApiJson<QueueChoice>,
 ) -> Result<Json<Value>, ApiError> {
     let now = state.clock.now();
-    let mut model = state.model();
-    model.set_job_queues(&id, choice.queues, now)?;
-    let view = job_view(&model, &model.jobs[&id]);
-    drop(model);
-    state.wake_claims();
-    Ok(Json(view))
+    state.change(|model| {
+        model.set_job_queues(&id, choice.queues, now)?;
+        Ok(Json(job_view(model, &model.jobs[&id])))
+    })
 }
 
 async fn list_orders(State(state): State<Arc<AppState>>) -> Json<Value> {
@@ -340,17 +345,15 @@ async fn upsert_order(
         return Err(invalid("an order needs a number"));
     }
     let now = state.clock.now();
-    let mut model = state.model();
-    match request.queues {
-        Some(queues) => model.set_order_queues(&request.number, queues, now),
-        None => {
-            model.upsert_order(&request.number, None);
+    Ok(state.change(|model| {
+        match request.queues {
+            Some(queues) => model.set_order_queues(&request.number, queues, now),
+            None => {
+                model.upsert_order(&request.number, None);
+            }
         }
-    }
-    let view = json!(model.orders[&request.number]);
-    drop(model);
-    state.wake_claims();
-    Ok(Json(view))
+        Json(json!(model.orders[&request.number]))
+    }))
 }
 
 async fn set_order_queues(
@@ -359,12 +362,10 @@ async fn set_order_queues(
     ApiJson(choice): ApiJson<QueueChoice>,
 ) -> Json<Value> {
     let now = state.clock.now();
-    let mut model = state.model();
-    model.set_order_queues(&number, choice.queues, now);
-    let view = json!(model.orders[&number]);
-    drop(model);
-    state.wake_claims();
-    Json(view)
+    state.change(|model| {
+        model.set_order_queues(&number, choice.queues, now);
+        Json(json!(model.orders[&number]))
+    })
 }
 
 async fn send_order(
@@ -393,10 +394,8 @@ async fn send(
             )
         })?;
     let now = state.clock.now();
-    let results = state
-        .model()
-        .send(user, &request.jobs, request.queues.as_deref(), now)?;
-    state.wake_claims();
+    let results =
+        state.change(|model| model.send(user, &request.jobs, request.queues.as_deref(), now))?;
     Ok(Json(json!({ "results": results })))
 }
 
@@ -439,12 +438,10 @@ async fn change_settings(
     ApiJson(change): ApiJson<SettingsChange>,
 ) -> Json<Value> {
     let now = state.clock.now();
-    let mut model = state.model();
-    model.change_settings(&change, now);
-    let view = json!(model.settings);
-    drop(model);
-    state.wake_claims();
-    Json(view)
+    state.change(|model| {
+        model.change_settings(&change, now);
+        Json(json!(model.settings))
+    })
 }
 
 async fn show_faults(State(state): State<Arc<AppState>>) -> Json<Value> {

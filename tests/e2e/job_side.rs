@@ -469,3 +469,69 @@ async fn with_a_state_folder_the_job_side_survives_a_restart() {
     agent.stop().await;
     server.stop().await;
 }
+
+/// `tbot mock-server` as a process on a free port, keeping its work in `state_dir`;
+/// its URL, read from the line it prints when it listens.
+fn mock_server_process(state_dir: &std::path::Path) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tbot"))
+        .args([
+            "mock-server",
+            "--listen",
+            "127.0.0.1:0",
+            "--agent-token",
+            TOKEN,
+        ])
+        .arg("--state-dir")
+        .arg(state_dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("mock server starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut first = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut first)
+        .expect("the listening line");
+    let url = first.trim().rsplit(' ').next().expect("a URL").to_string();
+    (child, url)
+}
+
+#[tokio::test]
+async fn a_killed_job_side_keeps_every_change_it_acknowledged() {
+    let saved = tempfile::tempdir().expect("state folder");
+    let (mut server, url) = mock_server_process(saved.path());
+    let owner = OperatorClient::new(&url, "owner").unwrap();
+    let mut jobs = Vec::new();
+    for n in 0..5 {
+        let job = owner
+            .create_job(&format!("Job {n}"), Some("MC-77"), &["indigo".to_string()])
+            .await
+            .expect("job");
+        owner
+            .upload(&job, "page.pdf", sample_bytes(10_000, n))
+            .await
+            .expect("upload");
+        jobs.push(job);
+    }
+    owner
+        .post(&format!("/jobs/{}/approve", jobs[4]), json!({}))
+        .await
+        .expect("approve");
+    // No clean stop: the last answer came back, then the process is gone.
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert!(saved.path().join("jobside.sqlite3").exists());
+
+    let (mut server, url) = mock_server_process(saved.path());
+    let owner = OperatorClient::new(&url, "owner").unwrap();
+    for (n, job) in jobs.iter().enumerate() {
+        let shown = owner.get(&format!("/jobs/{job}")).await.expect("job kept");
+        assert_eq!(shown["order_number"], json!("MC-77"), "{shown}");
+        assert_eq!(shown["files"][0]["size"], json!(10_000), "{shown}");
+        let expected = if n == 4 { "approved" } else { "in_progress" };
+        assert_eq!(shown["state"], json!(expected), "{shown}");
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+}

@@ -27,7 +27,9 @@ pub use settings::{Settings, SettingsChange};
 /// The whole state of the job side. What is serialized is the work (orders, jobs,
 /// deliveries, queues and the next ids), which a restarted server can take back with
 /// [`Model::restore_work`]; settings, profiles and users come from start-up.
+/// A collection the store holds no item of reads back empty.
 #[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Model {
     #[serde(skip)]
     pub settings: Settings,
