@@ -14,7 +14,7 @@ use tbot::agent::Agent;
 use tbot::config::{default_config_path, Config, LogFormat};
 use tbot::control::Control;
 use tbot::health::State;
-use tbot::mockserver::model::SettingsChange;
+use tbot::mockserver::model::{SettingsChange, Template};
 use tbot::mockserver::{MockServer, MockSettings, ServerTls, UserEntry};
 use tbot::operator_client::OperatorClient;
 
@@ -107,6 +107,15 @@ struct MockServerArgs {
     /// Ask agents for a client certificate signed by this PEM authority (mutual TLS).
     #[arg(long, requires = "tls_cert")]
     tls_client_ca: Option<PathBuf>,
+    /// Take orders from a web-to-print store that sends this token
+    /// (POST /api/v1/store/orders).
+    #[arg(long, env = "TBOT_MOCK_STORE_TOKEN")]
+    store_token: Option<String>,
+    /// A production template for store products, as NAME=QUEUE[,QUEUE...][:approved]
+    /// (repeatable): its jobs are preselected for those queues, and arrive approved
+    /// with `:approved`, else awaiting approval.
+    #[arg(long = "template", value_parser = parse_template)]
+    templates: Vec<(String, Template)>,
 }
 
 #[derive(clap::Args)]
@@ -230,6 +239,26 @@ fn parse_user(text: &str) -> Result<UserEntry, String> {
         name: name.to_string(),
         profile: profile.to_string(),
     })
+}
+
+/// `--template NAME=QUEUE[,QUEUE...][:approved]`.
+fn parse_template(text: &str) -> Result<(String, Template), String> {
+    let shape = || format!("{text:?} is not NAME=QUEUE[,QUEUE...][:approved]");
+    let (name, rest) = text.split_once('=').ok_or_else(shape)?;
+    let (queues, approved) = match rest.strip_suffix(":approved") {
+        Some(queues) => (queues, true),
+        None => (rest, false),
+    };
+    let queues: Vec<String> = queues
+        .split(',')
+        .map(str::trim)
+        .filter(|queue| !queue.is_empty())
+        .map(String::from)
+        .collect();
+    if name.trim().is_empty() || queues.is_empty() {
+        return Err(shape());
+    }
+    Ok((name.trim().to_string(), Template { queues, approved }))
 }
 
 fn main() -> ExitCode {
@@ -390,6 +419,8 @@ async fn mock_server(args: MockServerArgs) -> anyhow::Result<()> {
         settings.users = args.users;
     }
     settings.state_dir = args.state_dir;
+    settings.store_token = args.store_token.map(tbot::config::Secret::new);
+    settings.templates.extend(args.templates);
     if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
         settings.tls = Some(ServerTls {
             cert,

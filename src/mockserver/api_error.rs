@@ -17,6 +17,11 @@ pub struct ApiError {
     pub message: String,
 }
 
+/// A request whose content breaks a rule: `422` with the message.
+pub fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
+}
+
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {

@@ -6,11 +6,13 @@ mod agent_api;
 mod api_error;
 mod clock;
 pub mod faults;
+mod file_spec;
 mod file_store;
 pub mod model;
 mod operator_api;
 mod request_log;
 mod settings;
+mod store_api;
 mod tls;
 mod work_store;
 
@@ -43,6 +45,8 @@ pub struct AppState {
     pub clock: Clock,
     /// Agent token to the agent's name on this server.
     agent_tokens: HashMap<String, String>,
+    /// The token stores send their orders with; none takes no store orders.
+    store_token: Option<crate::config::Secret>,
     /// Woken whenever deliveries may have become claimable, to answer long polls.
     claimable: Notify,
     pub faults: FaultState,
@@ -122,6 +126,7 @@ impl MockServer {
                 .add_user(&user.name, &user.profile)
                 .map_err(|err| anyhow::anyhow!(err.message))?;
         }
+        model.set_templates(settings.templates.clone());
         let (files, store) = match &settings.state_dir {
             Some(dir) => {
                 let (store, saved) = WorkStore::open(dir)?;
@@ -141,6 +146,7 @@ impl MockServer {
                 .iter()
                 .map(|agent| (agent.token.expose().to_string(), agent.name.clone()))
                 .collect(),
+            store_token: settings.store_token.clone(),
             claimable: Notify::new(),
             faults: FaultState::new(settings.faults.clone()),
             requests: RequestLog::default(),
@@ -206,5 +212,6 @@ fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .merge(agent)
         .merge(operator_api::routes())
+        .merge(store_api::routes())
         .with_state(state)
 }

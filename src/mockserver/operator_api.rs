@@ -10,12 +10,12 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::api_error::{ApiError, ApiJson};
+use super::api_error::{invalid, ApiError, ApiJson};
 use super::faults::Faults;
+use super::file_spec::{read_file_specs, FileSpec};
 use super::file_store::StoredFile;
 use super::model::{FileLocation, Job, Model, NewFile, SettingsChange};
 use super::AppState;
@@ -57,20 +57,6 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/operator/requests", get(list_requests))
         .route("/api/v1/operator/clock", get(show_clock))
         .route("/api/v1/operator/clock/advance", post(advance_clock))
-}
-
-/// A file given inline when creating a job. `content` (text) or `content_base64` puts
-/// bytes on this server; `url` points at another host. `size` and `sha256` default to
-/// the content's; giving other values makes a job whose metadata lies, for testing.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileSpec {
-    name: String,
-    content: Option<String>,
-    content_base64: Option<String>,
-    url: Option<String>,
-    size: Option<i64>,
-    sha256: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -121,10 +107,6 @@ struct JobListQuery {
 struct QueueListQuery {
     #[serde(default)]
     all: bool,
-}
-
-fn invalid(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
 }
 
 /// A job with its deliveries, as operators see it.
@@ -191,65 +173,7 @@ async fn create_job(
     State(state): State<Arc<AppState>>,
     ApiJson(request): ApiJson<CreateJob>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let mut new_files = Vec::new();
-    let mut contents = Vec::new();
-    for spec in request.files {
-        let content = match (spec.content, spec.content_base64) {
-            (Some(text), None) => Some(Bytes::from(text)),
-            (None, Some(encoded)) => Some(Bytes::from(
-                base64::engine::general_purpose::STANDARD
-                    .decode(encoded)
-                    .map_err(|err| {
-                        invalid(format!("file {:?}: content_base64: {err}", spec.name))
-                    })?,
-            )),
-            (None, None) => None,
-            (Some(_), Some(_)) => {
-                return Err(invalid(format!(
-                    "file {:?}: give content or content_base64, not both",
-                    spec.name
-                )))
-            }
-        };
-        let location = match (&content, spec.url) {
-            (Some(_), None) => FileLocation::Stored,
-            (None, Some(url)) => FileLocation::External(url),
-            _ => {
-                return Err(invalid(format!(
-                    "file {:?}: give either content or url",
-                    spec.name
-                )))
-            }
-        };
-        let size = match (spec.size, &content) {
-            (Some(size), _) => size,
-            (None, Some(bytes)) => bytes.len() as i64,
-            (None, None) => {
-                return Err(invalid(format!(
-                    "file {:?}: a file behind a url needs size",
-                    spec.name
-                )))
-            }
-        };
-        let content = content.map(StoredFile::new);
-        let sha256 = match (spec.sha256, &content) {
-            (Some(sha), _) => sha,
-            (None, Some(stored)) => stored.sha256.clone(),
-            (None, None) => {
-                return Err(invalid(format!(
-                    "file {:?}: a file behind a url needs sha256",
-                    spec.name
-                )))
-            }
-        };
-        contents.push(content);
-        new_files.push(NewFile {
-            name: spec.name,
-            size,
-            sha256,
-            location,
-        });
-    }
+    let (new_files, contents) = read_file_specs(request.files)?;
     let view = state.change(|model| {
         let job = model
             .create_job(

@@ -1,12 +1,14 @@
 //! What the mock server is started with: agent tokens, users and rules, from flags or a
 //! small TOML file (see `docs/api.md`, "Starting the mock server").
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde::Deserialize;
 
 use super::faults::Faults;
+use super::model::Template;
 use super::model::{Settings, SettingsChange};
 use super::tls::ServerTls;
 use crate::config::Secret;
@@ -38,6 +40,11 @@ pub struct MockSettings {
     pub state_dir: Option<PathBuf>,
     /// Serve HTTPS with these files, rather than plain HTTP.
     pub tls: Option<ServerTls>,
+    /// The token a web-to-print store sends its orders with; none takes no orders.
+    pub store_token: Option<Secret>,
+    /// Production templates by store product: the queues its jobs go to, and whether
+    /// they arrive approved.
+    pub templates: BTreeMap<String, Template>,
 }
 
 impl Default for MockSettings {
@@ -60,6 +67,8 @@ impl Default for MockSettings {
             faults: Faults::default(),
             state_dir: None,
             tls: None,
+            store_token: None,
+            templates: BTreeMap::new(),
         }
     }
 }

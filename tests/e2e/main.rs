@@ -16,6 +16,7 @@ mod pickup;
 mod reliability;
 mod reload;
 mod scripted;
+mod store;
 mod support;
 mod systemd;
 mod tls;

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::error::{refuse, unknown_job, ErrorKind, ModelError};
+use super::store::StoreOrder;
 use super::Model;
 use crate::protocol;
 
@@ -20,6 +21,9 @@ pub enum JobState {
     SendingToProduction,
     SentToProduction,
     ProductionError,
+    /// A store order's job whose deliveries are all complete: it waits for its order
+    /// to be closed out (seed 002).
+    WaitingForOrderCloseout,
 }
 
 impl JobState {
@@ -34,6 +38,7 @@ impl JobState {
             JobState::SendingToProduction => "sending to production",
             JobState::SentToProduction => "sent to production",
             JobState::ProductionError => "in production error",
+            JobState::WaitingForOrderCloseout => "waiting for order closeout",
         }
     }
 
@@ -85,6 +90,9 @@ pub struct Order {
     /// Queues chosen in the order's configuration, preselected for its jobs.
     pub queues: Vec<String>,
     pub jobs: Vec<String>,
+    /// What the store sent, for an order that came from one.
+    #[serde(default)]
+    pub store: Option<StoreOrder>,
 }
 
 /// A file to attach to a new job.
@@ -126,6 +134,7 @@ impl Model {
                 number: number.to_string(),
                 queues: Vec::new(),
                 jobs: Vec::new(),
+                store: None,
             })
     }
 

@@ -259,9 +259,23 @@ impl Model {
             .values()
             .filter(|d| d.job == job_id && d.send_count == send_count)
             .all(|d| matches!(d.state, DeliveryState::Completed { .. }));
+        let from_store = self
+            .job(&job_id)?
+            .order_number
+            .as_ref()
+            .is_some_and(|number| {
+                self.orders
+                    .get(number)
+                    .is_some_and(|order| order.store.is_some())
+            });
         let job = self.job_mut(&job_id)?;
         if all_done && job.send_count == send_count && job.state == JobState::SendingToProduction {
-            job.state = JobState::SentToProduction;
+            // A store order's workflow ends in its closeout.
+            job.state = if from_store {
+                JobState::WaitingForOrderCloseout
+            } else {
+                JobState::SentToProduction
+            };
         }
         Ok(job.state)
     }

@@ -11,6 +11,7 @@ mod people;
 mod queues;
 mod sending;
 mod settings;
+mod store;
 
 use std::collections::BTreeMap;
 
@@ -23,6 +24,7 @@ pub use people::{default_profiles, Profile};
 pub use queues::{AgentSeen, Queue};
 pub use sending::SendResult;
 pub use settings::{Settings, SettingsChange};
+pub use store::{Address, LineItem, Payment, Received, StoreOrder, Template};
 
 /// The whole state of the job side. What is serialized is the work (orders, jobs,
 /// deliveries, queues and the next ids), which a restarted server can take back with
@@ -38,6 +40,9 @@ pub struct Model {
     /// User name to profile name.
     #[serde(skip)]
     pub users: BTreeMap<String, String>,
+    /// Production templates by store product name.
+    #[serde(skip)]
+    pub templates: BTreeMap<String, Template>,
     pub orders: BTreeMap<String, Order>,
     pub jobs: BTreeMap<String, Job>,
     pub deliveries: BTreeMap<String, Delivery>,
@@ -71,6 +76,7 @@ impl Model {
             settings: std::mem::take(&mut self.settings),
             profiles: std::mem::take(&mut self.profiles),
             users: std::mem::take(&mut self.users),
+            templates: std::mem::take(&mut self.templates),
             ..saved
         };
     }

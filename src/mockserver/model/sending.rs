@@ -67,7 +67,10 @@ impl Model {
         let job = self.job(job_id)?;
         if !matches!(
             job.state,
-            JobState::Approved | JobState::SentToProduction | JobState::ProductionError
+            JobState::Approved
+                | JobState::SentToProduction
+                | JobState::ProductionError
+                | JobState::WaitingForOrderCloseout
         ) {
             return Err(refuse(
                 ErrorKind::Conflict,

@@ -1,0 +1,126 @@
+//! The store connection: `POST /api/v1/store/orders`, as a web-to-print store sends
+//! its orders, authenticated with the store token the server was started with
+//! (`--store-token`). Sending the same store order twice creates it once.
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::api_error::{ApiError, ApiJson};
+use super::file_spec::{read_file_specs, FileSpec};
+use super::model::{Address, LineItem, Payment, StoreOrder};
+use super::AppState;
+
+/// Largest store order body: line items carry their files inline.
+const MAX_ORDER_BODY: usize = 256 * 1024 * 1024;
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/api/v1/store/orders", post(receive_order))
+        .layer(DefaultBodyLimit::max(MAX_ORDER_BODY))
+}
+
+/// A store order as the store sends it; fields beyond these are ignored.
+#[derive(Deserialize)]
+struct OrderRequest {
+    store_order_id: String,
+    order_number: String,
+    customer: String,
+    payment: Payment,
+    line_items: Vec<LineItemRequest>,
+}
+
+#[derive(Deserialize)]
+struct LineItemRequest {
+    product: String,
+    name: String,
+    quantity: u32,
+    price: String,
+    shipping: String,
+    ship_to: Address,
+    #[serde(default)]
+    files: Vec<FileSpec>,
+}
+
+/// Checks the store token: a server started without one takes no store orders.
+fn check_store_token(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(expected) = &state.store_token else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_store",
+            "this server takes no store orders: start it with --store-token",
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    match given {
+        Some(token) if token.trim() == expected.expose() => Ok(()),
+        _ => Err(ApiError::unauthorized()),
+    }
+}
+
+async fn receive_order(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<OrderRequest>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    check_store_token(&state, &headers)?;
+    let mut line_items = Vec::new();
+    let mut files = Vec::new();
+    let mut contents = Vec::new();
+    for item in request.line_items {
+        let (new_files, bytes) = read_file_specs(item.files)?;
+        files.push(new_files);
+        contents.push(bytes);
+        line_items.push(LineItem {
+            product: item.product,
+            name: item.name,
+            quantity: item.quantity,
+            price: item.price,
+            shipping: item.shipping,
+            ship_to: item.ship_to,
+            job: String::new(),
+        });
+    }
+    let order = StoreOrder {
+        store_order_id: request.store_order_id,
+        customer: request.customer,
+        payment: request.payment,
+        line_items,
+    };
+    let now = state.clock.now();
+    let received = state.change(|model| {
+        let received = model.receive_store_order(&request.order_number, order, files, now)?;
+        if received.created {
+            // The bytes are stored before the order is saved, so a saved job has them.
+            for (job, bytes) in received.jobs.iter().zip(contents) {
+                for (file, stored) in model.jobs[job].files.iter().zip(bytes) {
+                    if let Some(stored) = stored {
+                        state.files.put(&file.id, stored);
+                    }
+                }
+            }
+        }
+        Ok::<_, ApiError>(received)
+    })?;
+    let status = if received.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(json!({
+            "order_number": received.order_number,
+            "jobs": received.jobs,
+            "created": received.created,
+        })),
+    ))
+}

@@ -1,0 +1,121 @@
+//! Orders from an online store through the mock job side's store connection: made
+//! once however often the store sends them, shaped by their production templates,
+//! delivered by a real agent, and ending in the wait for the order's closeout.
+
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::{json, Value};
+use tbot::config::Secret;
+use tbot::mockserver::model::Template;
+
+use crate::support::*;
+
+const STORE_TOKEN: &str = "store-secret-7";
+
+/// Posts `order` to the store connection with `token`; the status and the answer.
+async fn post_order(url: &str, token: &str, order: &Value) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{url}/api/v1/store/orders"))
+        .bearer_auth(token)
+        .json(order)
+        .send()
+        .await
+        .expect("the store connection answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_store_order_is_made_once_delivered_and_waits_for_its_closeout() {
+    let floor = Floor::new(&["indigo"]);
+    let server = start_server(|settings| {
+        settings.store_token = Some(Secret::new(STORE_TOKEN));
+        settings.templates.insert(
+            "business-cards".into(),
+            Template {
+                queues: vec!["indigo-7900".into()],
+                approved: true,
+            },
+        );
+    })
+    .await;
+    let agent = RunningAgent::start(&one_queue_config(&server.url(), &floor, ""));
+    let owner = operator(&server, "owner");
+    wait_connected(&owner, &["indigo-7900"]).await;
+
+    let cards = sample_bytes(40_000, 5);
+    let order = json!({
+        "store_order_id": "MC-88412", "order_number": "MC-5521", "customer": "Smith & Co",
+        "payment": "credit_card", "channel": "web",
+        "line_items": [{
+            "product": "business-cards", "name": "Business cards - Smith",
+            "quantity": 500, "price": "49.00", "shipping": "6.50",
+            "ship_to": {"name": "J. Smith", "street": "1 Main St", "city": "Springfield",
+                        "postal_code": "12345", "country": "US"},
+            "files": [{"name": "cards.pdf",
+                       "content_base64": base64::engine::general_purpose::STANDARD.encode(&cards)}]
+        }]
+    });
+    let (status, refused) = post_order(&server.url(), "not-the-token", &order).await;
+    assert_eq!(status, 401, "{refused}");
+    let (status, made) = post_order(&server.url(), STORE_TOKEN, &order).await;
+    assert_eq!((status, &made["created"]), (201, &json!(true)), "{made}");
+    let job = made["jobs"][0].as_str().unwrap().to_string();
+    let (status, again) = post_order(&server.url(), STORE_TOKEN, &order).await;
+    assert_eq!((status, &again["jobs"]), (200, &made["jobs"]), "{again}");
+    let jobs = owner.get("/jobs").await.unwrap();
+    assert_eq!(jobs["jobs"].as_array().unwrap().len(), 1, "{jobs}");
+    assert_eq!(jobs["jobs"][0]["state"], json!("approved"), "{jobs}");
+
+    let sent = owner.send(std::slice::from_ref(&job), None).await.unwrap();
+    assert_eq!(sent["results"][0]["ok"], json!(true), "{sent}");
+    let dropped = floor
+        .path("indigo")
+        .join(format!("MC-5521_{job}_cards.pdf"));
+    wait_until(
+        "the cards in the hotfolder",
+        Duration::from_secs(20),
+        || std::future::ready(dropped.exists().then_some(())),
+    )
+    .await;
+    assert_eq!(std::fs::read(&dropped).unwrap(), cards);
+    let waiting = wait_until(
+        "the job to wait for closeout",
+        Duration::from_secs(20),
+        || async {
+            let shown = owner.get(&format!("/jobs/{job}")).await.ok()?;
+            (shown["state"] == json!("waiting_for_order_closeout")).then_some(shown)
+        },
+    )
+    .await;
+    assert_eq!(waiting["order_number"], json!("MC-5521"));
+    agent.stop().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_store_order_for_an_unknown_product_is_refused_and_makes_nothing() {
+    let server = start_server(|settings| {
+        settings.store_token = Some(Secret::new(STORE_TOKEN));
+    })
+    .await;
+    let order = json!({
+        "store_order_id": "MC-1", "order_number": "MC-1", "customer": "Smith & Co",
+        "payment": "invoice",
+        "line_items": [{"product": "poster", "name": "Poster", "quantity": 1,
+                        "price": "10.00", "shipping": "0.00",
+                        "ship_to": {"name": "J", "street": "S", "city": "C",
+                                    "postal_code": "1", "country": "US"}}]
+    });
+    let (status, refused) = post_order(&server.url(), STORE_TOKEN, &order).await;
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(
+        refused["error"]["code"],
+        json!("unknown_product"),
+        "{refused}"
+    );
+    let jobs = operator(&server, "owner").get("/jobs").await.unwrap();
+    assert_eq!(jobs["jobs"], json!([]), "{jobs}");
+    server.stop().await;
+}
