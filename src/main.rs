@@ -183,6 +183,27 @@ enum MockAction {
     },
     /// Try to send a whole order (always refused: only jobs go to production).
     SendOrder { number: String },
+    /// Show an order's details: line items, addresses, amounts, payment, each job's
+    /// state, and its closeout.
+    OrderDetails { number: String },
+    /// Close out a store order: packing slip, invoice, and settlement for a card.
+    Closeout {
+        number: String,
+        /// Go ahead although not every job of the order is ready.
+        #[arg(long)]
+        confirm: bool,
+    },
+    /// Print a closed-out order's packing slip or invoice (HTML, to open and print).
+    Document {
+        number: String,
+        /// packing-slip or invoice.
+        #[arg(value_parser = ["packing-slip", "invoice"])]
+        kind: String,
+    },
+    /// Complete a store job whose order is closed out.
+    Complete { id: String },
+    /// Retain a store job whose order is closed out.
+    Retain { id: String },
     /// List the queues a person can choose (connected ones; --all for every one).
     Queues {
         #[arg(long)]
@@ -517,6 +538,32 @@ async fn mock(args: MockArgs) -> anyhow::Result<()> {
         MockAction::SendOrder { number } => {
             client
                 .post(&format!("/orders/{number}/send"), json!({}))
+                .await?
+        }
+        MockAction::OrderDetails { number } => client.get(&format!("/orders/{number}")).await?,
+        MockAction::Closeout { number, confirm } => {
+            client
+                .post(
+                    &format!("/orders/{number}/closeout"),
+                    json!({ "confirm": confirm }),
+                )
+                .await?
+        }
+        MockAction::Document { number, kind } => {
+            print!(
+                "{}",
+                client.page(&format!("/orders/{number}/{kind}")).await?
+            );
+            return Ok(());
+        }
+        MockAction::Complete { id } => {
+            client
+                .post(&format!("/jobs/{id}/complete"), json!({}))
+                .await?
+        }
+        MockAction::Retain { id } => {
+            client
+                .post(&format!("/jobs/{id}/retain"), json!({}))
                 .await?
         }
         MockAction::Queues { all } => {

@@ -67,6 +67,24 @@ impl OperatorClient {
         read_answer(&method, &url, response).await
     }
 
+    /// A page the server renders (a packing slip, an invoice), as its text.
+    pub async fn page(&self, path: &str) -> anyhow::Result<String> {
+        let url = format!("{}{path}", self.base);
+        let response = self
+            .http
+            .get(&url)
+            .header("x-tbot-user", &self.user)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the mock server at {url}"))?;
+        if !response.status().is_success() {
+            return read_answer(&reqwest::Method::GET, &url, response)
+                .await
+                .map(|_| String::new());
+        }
+        Ok(response.text().await?)
+    }
+
     pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
         self.request(reqwest::Method::GET, path, None).await
     }

@@ -47,6 +47,7 @@ impl From<ModelError> for ApiError {
             ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             ErrorKind::Conflict => StatusCode::CONFLICT,
             ErrorKind::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorKind::Unavailable => StatusCode::GATEWAY_TIMEOUT,
         };
         ApiError::new(status, err.code, err.message)
     }

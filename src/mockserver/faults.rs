@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::api_error::ApiError;
+use super::model::PaymentFault;
 use super::AppState;
 
 /// Size of the pieces a faulty download is sent in.
@@ -43,6 +44,9 @@ pub struct Faults {
     /// From now, every agent request is answered `503` for this long.
     #[serde(with = "humantime_serde")]
     pub down_for: Option<Duration>,
+    /// What the simulated payment step does at an order's closeout: `declined`, or
+    /// `timeout` (charged, the answer lost).
+    pub payment: Option<PaymentFault>,
 }
 
 /// The faults in force and the generator behind their random choices.

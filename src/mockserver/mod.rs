@@ -5,6 +5,7 @@
 mod agent_api;
 mod api_error;
 mod clock;
+mod documents;
 pub mod faults;
 mod file_spec;
 mod file_store;

@@ -7,17 +7,19 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::api_error::{invalid, ApiError, ApiJson};
+use super::documents;
 use super::faults::Faults;
 use super::file_spec::{read_file_specs, FileSpec};
 use super::file_store::StoredFile;
-use super::model::{FileLocation, Job, Model, NewFile, SettingsChange};
+use super::model::{CloseoutRequest, FileLocation, Job, Model, NewFile, SettingsChange};
 use super::AppState;
 
 /// Largest file a person can upload to the in-memory mock server.
@@ -45,6 +47,12 @@ pub fn routes() -> Router<Arc<AppState>> {
             put(set_order_queues),
         )
         .route("/api/v1/operator/orders/{number}/send", post(send_order))
+        .route("/api/v1/operator/orders/{number}", get(show_order))
+        .route("/api/v1/operator/orders/{number}/closeout", post(close_out))
+        .route(
+            "/api/v1/operator/orders/{number}/{document}",
+            get(show_document),
+        )
         .route("/api/v1/operator/send", post(send))
         .route("/api/v1/operator/queues", get(list_queues))
         .route("/api/v1/operator/agents", get(list_agents))
@@ -231,12 +239,14 @@ async fn job_action(
             "approve" => model.approve(&id, now)?,
             "hold" => model.hold(&id)?,
             "archive" => model.archive(&id)?,
+            "complete" => model.finish_store_job(&id, false)?,
+            "retain" => model.finish_store_job(&id, true)?,
             other => {
                 return Err(ApiError::new(
                     StatusCode::NOT_FOUND,
                     "unknown_action",
                     format!(
-                        "jobs have no action {other:?} (request-approval, approve, hold, archive)"
+                        "jobs have no action {other:?} (request-approval, approve, hold, archive, complete, retain)"
                     ),
                 ))
             }
@@ -255,6 +265,97 @@ async fn set_job_queues(
         model.set_job_queues(&id, choice.queues, now)?;
         Ok(Json(job_view(model, &model.jobs[&id])))
     })
+}
+
+/// An order's details: its line items, addresses, amounts and payment when it came
+/// from a store, each job's state, and its closeout.
+async fn show_order(
+    State(state): State<Arc<AppState>>,
+    Path(number): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let model = state.model();
+    let order = model
+        .orders
+        .get(&number)
+        .ok_or_else(|| unknown_order(&number))?;
+    let jobs: Vec<Value> = order
+        .jobs
+        .iter()
+        .filter_map(|id| model.jobs.get(id))
+        .map(|job| json!({"id": job.id, "name": job.name, "state": job.state}))
+        .collect();
+    let mut view = json!(order);
+    view["job_states"] = json!(jobs);
+    view["closed_out"] = json!(order.store.as_ref().is_some_and(|s| s.closeout.is_some()));
+    Ok(Json(view))
+}
+
+/// The user named in the `X-Tbot-User` header.
+fn acting_user(headers: &HeaderMap) -> Result<String, ApiError> {
+    headers
+        .get(USER_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "no_user",
+                "name the user acting in the X-Tbot-User header",
+            )
+        })
+}
+
+fn unknown_order(number: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "unknown_order",
+        format!("there is no order {number}"),
+    )
+}
+
+/// Closes out a store order as the user in the `X-Tbot-User` header.
+async fn close_out(
+    State(state): State<Arc<AppState>>,
+    Path(number): Path<String>,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<CloseoutRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let user = acting_user(&headers)?;
+    let now = state.clock.now();
+    let fault = state.faults.get().payment;
+    let closeout = state.change(|model| model.close_out(&user, &number, &request, fault, now))?;
+    Ok(Json(json!(closeout)))
+}
+
+/// The packing slip or the invoice of a closed-out order, as a page to print.
+async fn show_document(
+    State(state): State<Arc<AppState>>,
+    Path((number, document)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let model = state.model();
+    let order = model
+        .orders
+        .get(&number)
+        .ok_or_else(|| unknown_order(&number))?;
+    let Some(closeout) = order.store.as_ref().and_then(|s| s.closeout.as_ref()) else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_closed_out",
+            format!("order {number} is not closed out: it has no packing slip or invoice yet"),
+        ));
+    };
+    let page = match document.as_str() {
+        "packing-slip" => documents::packing_slip(&number, closeout),
+        "invoice" => documents::invoice(&number, closeout),
+        other => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_document",
+                format!("orders have no document {other:?} (packing-slip, invoice)"),
+            ))
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response())
 }
 
 async fn list_orders(State(state): State<Arc<AppState>>) -> Json<Value> {
@@ -307,19 +408,10 @@ async fn send(
     headers: HeaderMap,
     ApiJson(request): ApiJson<SendRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    let user = headers
-        .get(USER_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "no_user",
-                "name the user acting in the X-Tbot-User header",
-            )
-        })?;
+    let user = acting_user(&headers)?;
     let now = state.clock.now();
     let results =
-        state.change(|model| model.send(user, &request.jobs, request.queues.as_deref(), now))?;
+        state.change(|model| model.send(&user, &request.jobs, request.queues.as_deref(), now))?;
     Ok(Json(json!({ "results": results })))
 }
 

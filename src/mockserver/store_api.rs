@@ -94,6 +94,8 @@ async fn receive_order(
         customer: request.customer,
         payment: request.payment,
         line_items,
+        closeout: None,
+        settlement_error: None,
     };
     let now = state.clock.now();
     let received = state.change(|model| {

@@ -90,6 +90,72 @@ async fn a_store_order_is_made_once_delivered_and_waits_for_its_closeout() {
     )
     .await;
     assert_eq!(waiting["order_number"], json!("MC-5521"));
+
+    // Completing the job waits for the order's closeout.
+    let early = owner
+        .post(&format!("/jobs/{job}/complete"), json!({}))
+        .await;
+    let early = early.expect_err("completed before closeout").to_string();
+    assert!(early.contains("close out the order first"), "{early}");
+    let details = owner.get("/orders/MC-5521").await.unwrap();
+    assert_eq!(
+        details["store"]["payment"],
+        json!("credit_card"),
+        "{details}"
+    );
+    assert_eq!(details["closed_out"], json!(false), "{details}");
+
+    // The card is charged but the answer is lost; the closeout tried again settles
+    // once, with one packing slip and one invoice.
+    set_faults(&owner, json!({"payment": "timeout"})).await;
+    let lost = owner.post("/orders/MC-5521/closeout", json!({})).await;
+    let lost = lost.expect_err("a lost payment answer").to_string();
+    assert!(lost.contains("will not be charged twice"), "{lost}");
+    set_faults(&owner, json!({})).await;
+    let closed = owner
+        .post("/orders/MC-5521/closeout", json!({}))
+        .await
+        .unwrap();
+    let again = owner
+        .post("/orders/MC-5521/closeout", json!({}))
+        .await
+        .unwrap();
+    assert_eq!(closed, again);
+    assert_eq!(closed["settlement"]["id"], json!("CH-1"), "{closed}");
+    assert_eq!(closed["invoice"]["total"], json!("55.50"), "{closed}");
+    let slip = reqwest::get(format!(
+        "{}/api/v1/operator/orders/MC-5521/packing-slip",
+        server.url()
+    ))
+    .await
+    .unwrap();
+    assert!(slip.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let slip = slip.text().await.unwrap();
+    assert!(slip.contains("@media print") && slip.contains("Shipping for the whole order: 6.50"));
+    let invoice = reqwest::get(format!(
+        "{}/api/v1/operator/orders/MC-5521/invoice",
+        server.url()
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    assert!(
+        invoice.contains("Smith &amp; Co") && !invoice.contains("Smith & Co"),
+        "{invoice}"
+    );
+    owner
+        .post(&format!("/jobs/{job}/complete"), json!({}))
+        .await
+        .expect("completed after closeout");
+    assert_eq!(
+        owner.get(&format!("/jobs/{job}")).await.unwrap()["state"],
+        json!("completed")
+    );
     agent.stop().await;
     server.stop().await;
 }

@@ -8,6 +8,8 @@ pub enum ErrorKind {
     Forbidden,
     Conflict,
     Invalid,
+    /// A step the server depends on did not answer in time.
+    Unavailable,
 }
 
 /// A refused action: a kind, a stable code and a message for a person.

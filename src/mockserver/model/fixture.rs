@@ -5,7 +5,11 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use super::{FileLocation, Model, NewFile, Settings};
+use std::collections::BTreeMap;
+
+use super::{
+    Address, FileLocation, LineItem, Model, NewFile, Payment, Settings, StoreOrder, Template,
+};
 use crate::protocol::{AnnouncedQueue, HeartbeatRequest, QueueKind, QueueStatus};
 
 /// `seconds` after a fixed start: tests pass time in, never read a clock.
@@ -70,4 +74,62 @@ pub(super) fn approved_job(model: &mut Model, queues: &[&str], now: OffsetDateTi
         .clone();
     model.approve(&id, now).unwrap();
     id
+}
+
+/// A ship-to address on `street`.
+pub(super) fn address(street: &str) -> Address {
+    Address {
+        name: "J. Smith".into(),
+        street: street.into(),
+        city: "Springfield".into(),
+        postal_code: "12345".into(),
+        country: "US".into(),
+    }
+}
+
+/// Store order `id` paid by credit card, one line item per product, all shipping to
+/// one address.
+pub(super) fn store_order(id: &str, products: &[&str]) -> StoreOrder {
+    StoreOrder {
+        store_order_id: id.into(),
+        customer: "Smith & Co".into(),
+        payment: Payment::CreditCard,
+        line_items: products
+            .iter()
+            .map(|product| LineItem {
+                product: product.to_string(),
+                name: format!("{product} - Smith"),
+                quantity: 500,
+                price: "49.00".into(),
+                shipping: "6.50".into(),
+                ship_to: address("1 Main St"),
+                job: String::new(),
+            })
+            .collect(),
+        closeout: None,
+        settlement_error: None,
+    }
+}
+
+/// [`model`] with two production templates: business cards arrive approved for
+/// indigo, brochures await approval for indigo and imposition.
+pub(super) fn with_templates() -> Model {
+    let mut model = model();
+    model.set_templates(BTreeMap::from([
+        (
+            "business-cards".to_string(),
+            Template {
+                queues: vec!["indigo".into()],
+                approved: true,
+            },
+        ),
+        (
+            "brochure".to_string(),
+            Template {
+                queues: vec!["indigo".into(), "imposition".into()],
+                approved: false,
+            },
+        ),
+    ]));
+    model
 }

@@ -24,6 +24,10 @@ pub enum JobState {
     /// A store order's job whose deliveries are all complete: it waits for its order
     /// to be closed out (seed 002).
     WaitingForOrderCloseout,
+    /// Done: its order is closed out.
+    Completed,
+    /// Kept for later: its order is closed out.
+    Retained,
 }
 
 impl JobState {
@@ -39,6 +43,8 @@ impl JobState {
             JobState::SentToProduction => "sent to production",
             JobState::ProductionError => "in production error",
             JobState::WaitingForOrderCloseout => "waiting for order closeout",
+            JobState::Completed => "completed",
+            JobState::Retained => "retained",
         }
     }
 

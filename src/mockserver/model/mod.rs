@@ -2,6 +2,7 @@
 //! rules that move them. Plain data and plain functions: no I/O, and the time is always
 //! passed in, so tests move the clock instead of waiting 48 hours.
 
+mod closeout;
 mod error;
 #[cfg(test)]
 mod fixture;
@@ -17,6 +18,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use closeout::{Charge, Closeout, CloseoutRequest, Invoice, PackingSlip, PaymentFault};
 pub use error::{ErrorKind, ModelError};
 pub use jobs::{FileLocation, Job, JobFile, JobState, NewFile, Order};
 pub use leases::{Delivery, DeliveryState, RecordedEvent};
@@ -51,6 +53,8 @@ pub struct Model {
     /// share a token.
     #[serde(default)]
     pub agents: Vec<AgentSeen>,
+    /// The simulated payment step's charges, by idempotency key.
+    pub charges: BTreeMap<String, Charge>,
     /// Deliveries in the order they were made, oldest first, for fair claims.
     delivery_order: Vec<String>,
     next_job: u64,

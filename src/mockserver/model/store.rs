@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use super::closeout::Closeout;
 use super::error::{refuse, ErrorKind, ModelError};
 use super::jobs::NewFile;
 use super::Model;
@@ -51,6 +52,12 @@ pub struct StoreOrder {
     pub customer: String,
     pub payment: Payment,
     pub line_items: Vec<LineItem>,
+    /// Its closeout, once done.
+    #[serde(default)]
+    pub closeout: Option<Closeout>,
+    /// Why the last settlement failed, while the order stays open.
+    #[serde(default)]
+    pub settlement_error: Option<String>,
 }
 
 /// A production template: the queues a store product's jobs go to, and whether they
@@ -189,65 +196,14 @@ fn is_amount(text: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::fixture::{announce, at, model};
+    use super::super::fixture::{announce, at, store_order, with_templates};
     use super::super::JobState;
     use super::*;
-
-    fn address(street: &str) -> Address {
-        Address {
-            name: "J. Smith".into(),
-            street: street.into(),
-            city: "Springfield".into(),
-            postal_code: "12345".into(),
-            country: "US".into(),
-        }
-    }
-
-    fn order(id: &str, products: &[&str]) -> StoreOrder {
-        StoreOrder {
-            store_order_id: id.into(),
-            customer: "Smith & Co".into(),
-            payment: Payment::CreditCard,
-            line_items: products
-                .iter()
-                .map(|product| LineItem {
-                    product: product.to_string(),
-                    name: format!("{product} - Smith"),
-                    quantity: 500,
-                    price: "49.00".into(),
-                    shipping: "6.50".into(),
-                    ship_to: address("1 Main St"),
-                    job: String::new(),
-                })
-                .collect(),
-        }
-    }
-
-    fn with_templates() -> Model {
-        let mut model = model();
-        model.set_templates(BTreeMap::from([
-            (
-                "business-cards".to_string(),
-                Template {
-                    queues: vec!["indigo".into()],
-                    approved: true,
-                },
-            ),
-            (
-                "brochure".to_string(),
-                Template {
-                    queues: vec!["indigo".into(), "imposition".into()],
-                    approved: false,
-                },
-            ),
-        ]));
-        model
-    }
 
     #[test]
     fn each_line_item_becomes_a_job_its_template_configures_and_a_repeat_makes_nothing() {
         let mut model = with_templates();
-        let sent = order("MC-88412", &["business-cards", "brochure"]);
+        let sent = store_order("MC-88412", &["business-cards", "brochure"]);
         let files = vec![Vec::new(), Vec::new()];
         let received = model
             .receive_store_order("MC-5521", sent.clone(), files.clone(), at(0))
@@ -276,7 +232,7 @@ mod tests {
         let unknown = model
             .receive_store_order(
                 "MC-1",
-                order("S-1", &["brochure", "poster"]),
+                store_order("S-1", &["brochure", "poster"]),
                 vec![vec![], vec![]],
                 at(0),
             )
@@ -288,7 +244,7 @@ mod tests {
             unknown.message
         );
         assert!(model.jobs.is_empty() && model.orders.is_empty());
-        let mut priced = order("S-2", &["brochure"]);
+        let mut priced = store_order("S-2", &["brochure"]);
         priced.line_items[0].price = "49,00".into();
         let price = model
             .receive_store_order("MC-2", priced, vec![vec![]], at(0))
@@ -307,7 +263,7 @@ mod tests {
         let received = model
             .receive_store_order(
                 "MC-5521",
-                order("S-1", &["business-cards"]),
+                store_order("S-1", &["business-cards"]),
                 vec![vec![file()]],
                 at(0),
             )
