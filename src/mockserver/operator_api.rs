@@ -19,7 +19,9 @@ use super::documents;
 use super::faults::Faults;
 use super::file_spec::{read_file_specs, FileSpec};
 use super::file_store::StoredFile;
-use super::model::{CloseoutRequest, FileLocation, Job, Model, NewFile, SettingsChange};
+use super::model::{
+    unknown_order, CloseoutRequest, FileLocation, Job, Model, NewFile, SettingsChange,
+};
 use super::AppState;
 
 /// Largest file a person can upload to the in-memory mock server.
@@ -277,7 +279,7 @@ async fn show_order(
     let order = model
         .orders
         .get(&number)
-        .ok_or_else(|| unknown_order(&number))?;
+        .ok_or_else(|| ApiError::from(unknown_order(&number)))?;
     let jobs: Vec<Value> = order
         .jobs
         .iter()
@@ -305,14 +307,6 @@ fn acting_user(headers: &HeaderMap) -> Result<String, ApiError> {
         })
 }
 
-fn unknown_order(number: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "unknown_order",
-        format!("there is no order {number}"),
-    )
-}
-
 /// Closes out a store order as the user in the `X-Tbot-User` header.
 async fn close_out(
     State(state): State<Arc<AppState>>,
@@ -336,7 +330,7 @@ async fn show_document(
     let order = model
         .orders
         .get(&number)
-        .ok_or_else(|| unknown_order(&number))?;
+        .ok_or_else(|| ApiError::from(unknown_order(&number)))?;
     let Some(closeout) = order.store.as_ref().and_then(|s| s.closeout.as_ref()) else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::error::{refuse, ErrorKind, ModelError};
+use super::error::{refuse, unknown_order, ErrorKind, ModelError};
 use super::jobs::JobState;
 use super::store::{Address, Payment, StoreOrder};
 use super::Model;
@@ -97,13 +97,10 @@ impl Model {
         now: OffsetDateTime,
     ) -> Result<Closeout, ModelError> {
         self.check_send_permission(user)?;
-        let order = self.orders.get(number).ok_or_else(|| {
-            refuse(
-                ErrorKind::NotFound,
-                "unknown_order",
-                format!("there is no order {number}"),
-            )
-        })?;
+        let order = self
+            .orders
+            .get(number)
+            .ok_or_else(|| unknown_order(number))?;
         let Some(store) = &order.store else {
             return Err(refuse(
                 ErrorKind::Conflict,

@@ -39,3 +39,12 @@ pub(super) fn unknown_job(id: &str) -> ModelError {
         format!("there is no job {id}"),
     )
 }
+
+/// The refusal for an order number the server does not know.
+pub fn unknown_order(number: &str) -> ModelError {
+    refuse(
+        ErrorKind::NotFound,
+        "unknown_order",
+        format!("there is no order {number}"),
+    )
+}

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use closeout::{Charge, Closeout, CloseoutRequest, Invoice, PackingSlip, PaymentFault};
-pub use error::{ErrorKind, ModelError};
+pub use error::{unknown_order, ErrorKind, ModelError};
 pub use jobs::{FileLocation, Job, JobFile, JobState, NewFile, Order};
 pub use leases::{Delivery, DeliveryState, RecordedEvent};
 pub use people::{default_profiles, Profile};

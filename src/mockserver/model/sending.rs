@@ -4,7 +4,7 @@
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::error::{refuse, ErrorKind, ModelError};
+use super::error::{refuse, unknown_order, ErrorKind, ModelError};
 use super::jobs::JobState;
 use super::leases::{Delivery, DeliveryState};
 use super::Model;
@@ -168,13 +168,10 @@ impl Model {
 
     /// Refuses sending an order as such: only jobs go to production.
     pub fn send_order(&self, number: &str) -> Result<(), ModelError> {
-        let order = self.orders.get(number).ok_or_else(|| {
-            refuse(
-                ErrorKind::NotFound,
-                "unknown_order",
-                format!("there is no order {number}"),
-            )
-        })?;
+        let order = self
+            .orders
+            .get(number)
+            .ok_or_else(|| unknown_order(number))?;
         Err(refuse(
             ErrorKind::Invalid,
             "orders_cannot_be_sent",
