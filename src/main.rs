@@ -491,7 +491,9 @@ async fn mock(args: MockArgs) -> anyhow::Result<()> {
             queues,
             files,
         } => {
-            let id = client.create_job(&name, order.as_deref(), &queues).await?;
+            // Every file is read before the job is made: one that cannot be read
+            // leaves nothing behind on the server.
+            let mut contents = Vec::new();
             for path in files {
                 let file_name = path
                     .file_name()
@@ -501,6 +503,10 @@ async fn mock(args: MockArgs) -> anyhow::Result<()> {
                 let bytes = tokio::fs::read(&path)
                     .await
                     .with_context(|| format!("cannot read {}", path.display()))?;
+                contents.push((file_name, bytes));
+            }
+            let id = client.create_job(&name, order.as_deref(), &queues).await?;
+            for (file_name, bytes) in contents {
                 client.upload(&id, &file_name, bytes).await?;
             }
             client.get(&format!("/jobs/{id}")).await?

@@ -535,3 +535,35 @@ async fn a_killed_job_side_keeps_every_change_it_acknowledged() {
     server.kill().unwrap();
     server.wait().unwrap();
 }
+
+#[tokio::test]
+async fn tbot_mock_create_job_with_a_file_it_cannot_read_creates_nothing() {
+    let server = start_server(|_| {}).await;
+    let url = server.url();
+    let dir = tempfile::tempdir().unwrap();
+    let readable = dir.path().join("cover.pdf");
+    std::fs::write(&readable, b"%PDF cover").unwrap();
+    let missing = dir.path().join("content.pdf");
+    // The server runs on this test's runtime: wait for the command beside it.
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tbot"))
+            .args(["mock", "--server", &url, "create-job", "--name", "Book"])
+            .arg("--file")
+            .arg(&readable)
+            .arg("--file")
+            .arg(&missing)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!output.status.success());
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        said.contains("cannot read") && said.contains("content.pdf"),
+        "{said}"
+    );
+    let jobs = operator(&server, "owner").get("/jobs").await.unwrap();
+    assert_eq!(jobs["jobs"], json!([]), "{jobs}");
+    server.stop().await;
+}
