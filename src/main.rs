@@ -467,6 +467,16 @@ async fn mock_server(args: MockServerArgs) -> anyhow::Result<()> {
     let server = MockServer::start(settings, args.listen).await?;
     println!("tbot mock server listening on {}", server.url());
     println!("users: {}", users.join(", "));
+    if !server.addr.ip().is_loopback() {
+        // Until operators log in with passwords, anyone who reaches it can act as any
+        // user: say so where the person starting it reads.
+        eprintln!(
+            "tbot: warning: the mock job side listens on {}, which other machines can reach; \
+             its operator API trusts the user named in each request, so keep it on a network \
+             you trust (or listen on 127.0.0.1, the default)",
+            server.addr
+        );
+    }
     Control::from_signals()?.shutdown().wait().await;
     server.stop().await;
     Ok(())
