@@ -440,6 +440,13 @@ async fn mock_server(args: MockServerArgs) -> anyhow::Result<()> {
         settings.users = args.users;
     }
     settings.state_dir = args.state_dir;
+    if args
+        .store_token
+        .as_deref()
+        .is_some_and(|token| token.trim().is_empty())
+    {
+        anyhow::bail!("--store-token is empty: give the token the store sends its orders with");
+    }
     settings.store_token = args.store_token.map(tbot::config::Secret::new);
     settings.templates.extend(args.templates);
     if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {

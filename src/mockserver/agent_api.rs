@@ -74,14 +74,14 @@ async fn heartbeat(
     State(state): State<Arc<AppState>>,
     Agent(agent): Agent,
     ApiJson(request): ApiJson<HeartbeatRequest>,
-) -> Json<HeartbeatResponse> {
+) -> Result<Json<HeartbeatResponse>, ApiError> {
     let now = state.clock.now();
-    state.change(|model| model.heartbeat(&agent, &request, now));
+    state.change(|model| model.heartbeat(&agent, &request, now))?;
     tracing::debug!(agent, queues = request.queues.len(), "heartbeat");
-    Json(HeartbeatResponse {
+    Ok(Json(HeartbeatResponse {
         server_time: now,
         check_interval_s: None,
-    })
+    }))
 }
 
 /// Leases pending deliveries; when there are none, holds the request open up to
@@ -90,7 +90,7 @@ async fn claim(
     State(state): State<Arc<AppState>>,
     Agent(agent): Agent,
     ApiJson(request): ApiJson<ClaimRequest>,
-) -> Json<ClaimResponse> {
+) -> Result<Json<ClaimResponse>, ApiError> {
     let wait = if state.model().settings.hold_claims {
         Duration::from_secs(request.wait_s).min(MAX_WAIT)
     } else {
@@ -105,13 +105,13 @@ async fn claim(
         woken.as_mut().enable();
         let now = state.clock.now();
         let deliveries =
-            state.change_leases(|model| model.claim(&agent, &request.queues, max, now));
+            state.change_leases(|model| model.claim(&agent, &request.queues, max, now))?;
         let now = tokio::time::Instant::now();
         if !deliveries.is_empty() || now >= deadline || max == 0 {
             if !deliveries.is_empty() {
                 tracing::info!(agent, count = deliveries.len(), "deliveries leased");
             }
-            return Json(ClaimResponse { deliveries });
+            return Ok(Json(ClaimResponse { deliveries }));
         }
         let _ = tokio::time::timeout((deadline - now).min(RECHECK), woken).await;
     }
@@ -123,7 +123,7 @@ async fn renew(
     Path(id): Path<String>,
 ) -> Result<Json<RenewResponse>, ApiError> {
     let now = state.clock.now();
-    let lease_expires_at = state.change_leases(|model| model.renew(&agent, &id, now))?;
+    let lease_expires_at = state.change_leases(|model| model.renew(&agent, &id, now))??;
     Ok(Json(RenewResponse { lease_expires_at }))
 }
 
@@ -134,7 +134,8 @@ async fn complete(
     ApiJson(request): ApiJson<CompleteRequest>,
 ) -> Result<Json<CompleteResponse>, ApiError> {
     let now = state.clock.now();
-    let job_state = state.change_leases(|model| model.complete(&agent, &id, request.files, now))?;
+    let job_state =
+        state.change_leases(|model| model.complete(&agent, &id, request.files, now))??;
     tracing::info!(agent, delivery = id, "delivery completed");
     Ok(Json(CompleteResponse {
         job_state: job_state.code(),
@@ -148,7 +149,7 @@ async fn fail(
     ApiJson(request): ApiJson<FailRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let now = state.clock.now();
-    state.change(|model| model.fail(&agent, &id, &request.reason, request.retryable, now))?;
+    state.change(|model| model.fail(&agent, &id, &request.reason, request.retryable, now))??;
     tracing::info!(
         agent,
         delivery = id,
@@ -165,8 +166,9 @@ async fn event(
     Path(id): Path<String>,
     ApiJson(request): ApiJson<EventRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    state
-        .change_leases(|model| model.record_event(&id, request.event, request.at, request.path))?;
+    state.change_leases(|model| {
+        model.record_event(&id, request.event, request.at, request.path)
+    })??;
     Ok(Json(serde_json::json!({})))
 }
 

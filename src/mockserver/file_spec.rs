@@ -12,8 +12,8 @@ use super::model::{FileLocation, NewFile};
 /// A file given when a job is created, by an operator or a store. `content` (text) or `content_base64` puts
 /// bytes on this server; `url` points at another host. `size` and `sha256` default to
 /// the content's; giving other values makes a job whose metadata lies, for testing.
+/// Fields beyond these are ignored: a store may send more.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct FileSpec {
     name: String,
     content: Option<String>,

@@ -35,6 +35,7 @@ pub use settings::{AgentToken, MockSettings, UserEntry};
 pub use tls::ServerTls;
 
 use crate::shutdown::Shutdown;
+use api_error::ApiError;
 use model::Model;
 use tls::TlsListener;
 use work_store::WorkStore;
@@ -68,13 +69,10 @@ impl AppState {
 
     /// The one way the work changes: locks the model, applies `change`, saves what it
     /// changed (committed before the caller answers), and wakes the claims held open,
-    /// since work may have come. A save that fails is logged: the server carries on in
-    /// memory, and a restart would miss the change.
-    pub fn change<T>(&self, change: impl FnOnce(&mut Model) -> T) -> T {
-        let mut model = self.model();
-        let answer = change(&mut model);
-        self.save(&model);
-        drop(model);
+    /// since work may have come. A save that fails is an error answer: nothing is
+    /// acknowledged that a restart would not have.
+    pub fn change<T>(&self, change: impl FnOnce(&mut Model) -> T) -> Result<T, ApiError> {
+        let answer = self.change_leases(change);
         self.claimable.notify_waiters();
         answer
     }
@@ -82,19 +80,20 @@ impl AppState {
     /// Like [`AppState::change`], for a change that can make no work claimable (a
     /// claim, a renewal, a report): held claims are not woken, or two of them would
     /// wake each other for ever.
-    pub fn change_leases<T>(&self, change: impl FnOnce(&mut Model) -> T) -> T {
+    pub fn change_leases<T>(&self, change: impl FnOnce(&mut Model) -> T) -> Result<T, ApiError> {
         let mut model = self.model();
         let answer = change(&mut model);
-        self.save(&model);
-        answer
-    }
-
-    fn save(&self, model: &Model) {
         if let Some(store) = &self.store {
-            if let Err(err) = store.save(model) {
+            store.save(&model).map_err(|err| {
                 tracing::error!("{err:#}");
-            }
+                ApiError::new(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "not_saved",
+                    format!("the change could not be saved, so it is not acknowledged: {err:#}"),
+                )
+            })?;
         }
+        Ok(answer)
     }
 
     /// Wakes long-polling claims after a change of the clock, which may have made work.

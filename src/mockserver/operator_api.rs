@@ -20,7 +20,7 @@ use super::faults::Faults;
 use super::file_spec::{read_file_specs, FileSpec};
 use super::file_store::StoredFile;
 use super::model::{
-    unknown_order, CloseoutRequest, FileLocation, Job, Model, NewFile, SettingsChange,
+    unknown_job, unknown_order, CloseoutRequest, FileLocation, Job, Model, NewFile, SettingsChange,
 };
 use super::AppState;
 
@@ -169,13 +169,10 @@ async fn show_job(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let model = state.model();
-    let job = model.jobs.get(&id).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_job",
-            format!("there is no job {id}"),
-        )
-    })?;
+    let job = model
+        .jobs
+        .get(&id)
+        .ok_or_else(|| ApiError::from(unknown_job(&id)))?;
     Ok(Json(job_view(&model, job)))
 }
 
@@ -200,7 +197,7 @@ async fn create_job(
             }
         }
         Ok::<_, ApiError>(job_view(model, &job))
-    })?;
+    })??;
     Ok((StatusCode::CREATED, Json(view)))
 }
 
@@ -223,7 +220,7 @@ async fn upload_file(
         )?;
         state.files.put(&file.id, stored);
         Ok::<_, ApiError>(file)
-    })?;
+    })??;
     Ok((
         StatusCode::CREATED,
         Json(serde_json::to_value(file).unwrap_or_default()),
@@ -254,7 +251,7 @@ async fn job_action(
             }
         }
         Ok(Json(job_view(model, &model.jobs[&id])))
-    })
+    })?
 }
 
 async fn set_job_queues(
@@ -266,7 +263,7 @@ async fn set_job_queues(
     state.change(|model| {
         model.set_job_queues(&id, choice.queues, now)?;
         Ok(Json(job_view(model, &model.jobs[&id])))
-    })
+    })?
 }
 
 /// An order's details: its line items, addresses, amounts and payment when it came
@@ -317,7 +314,8 @@ async fn close_out(
     let user = acting_user(&headers)?;
     let now = state.clock.now();
     let fault = state.faults.get().payment;
-    let closeout = state.change(|model| model.close_out(&user, &number, &request, fault, now))?;
+    let closeout =
+        state.change(|model| model.close_out(&user, &number, &request, fault, now))??;
     Ok(Json(json!(closeout)))
 }
 
@@ -364,7 +362,7 @@ async fn upsert_order(
         return Err(invalid("an order needs a number"));
     }
     let now = state.clock.now();
-    Ok(state.change(|model| {
+    state.change(|model| {
         match request.queues {
             Some(queues) => model.set_order_queues(&request.number, queues, now),
             None => {
@@ -372,14 +370,14 @@ async fn upsert_order(
             }
         }
         Json(json!(model.orders[&request.number]))
-    }))
+    })
 }
 
 async fn set_order_queues(
     State(state): State<Arc<AppState>>,
     Path(number): Path<String>,
     ApiJson(choice): ApiJson<QueueChoice>,
-) -> Json<Value> {
+) -> Result<Json<Value>, ApiError> {
     let now = state.clock.now();
     state.change(|model| {
         model.set_order_queues(&number, choice.queues, now);
@@ -404,8 +402,8 @@ async fn send(
 ) -> Result<Json<Value>, ApiError> {
     let user = acting_user(&headers)?;
     let now = state.clock.now();
-    let results =
-        state.change(|model| model.send(&user, &request.jobs, request.queues.as_deref(), now))?;
+    let results = state
+        .change(|model| model.send(&user, &request.jobs, request.queues.as_deref(), now))??;
     Ok(Json(json!({ "results": results })))
 }
 
@@ -446,7 +444,7 @@ async fn show_settings(State(state): State<Arc<AppState>>) -> Json<Value> {
 async fn change_settings(
     State(state): State<Arc<AppState>>,
     ApiJson(change): ApiJson<SettingsChange>,
-) -> Json<Value> {
+) -> Result<Json<Value>, ApiError> {
     let now = state.clock.now();
     state.change(|model| {
         model.change_settings(&change, now);

@@ -4,8 +4,9 @@
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -47,31 +48,42 @@ struct LineItemRequest {
     files: Vec<FileSpec>,
 }
 
-/// Checks the store token: a server started without one takes no store orders.
-fn check_store_token(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(expected) = &state.store_token else {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "no_store",
-            "this server takes no store orders: start it with --store-token",
-        ));
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
-    match given {
-        Some(token) if token.trim() == expected.expose() => Ok(()),
-        _ => Err(ApiError::unauthorized()),
+/// A request that carries the store token. Checked from the headers alone, before a
+/// byte of the (possibly large) body is read; a server started without a token takes
+/// no store orders.
+struct FromStore;
+
+impl FromRequestParts<Arc<AppState>> for FromStore {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        let Some(expected) = &state.store_token else {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no_store",
+                "this server takes no store orders: start it with --store-token",
+            ));
+        };
+        let given = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "));
+        match given {
+            Some(token) if !token.is_empty() && token.trim() == expected.expose() => Ok(FromStore),
+            _ => Err(ApiError::unauthorized()),
+        }
     }
 }
 
 async fn receive_order(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    _store: FromStore,
     ApiJson(request): ApiJson<OrderRequest>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    check_store_token(&state, &headers)?;
     let mut line_items = Vec::new();
     let mut files = Vec::new();
     let mut contents = Vec::new();
@@ -111,7 +123,7 @@ async fn receive_order(
             }
         }
         Ok::<_, ApiError>(received)
-    })?;
+    })??;
     let status = if received.created {
         StatusCode::CREATED
     } else {

@@ -21,9 +21,13 @@ const DATABASE: &str = "jobside.sqlite3";
 /// The work file of earlier versions, imported once.
 const LEGACY_WORK: &str = "work.json";
 
-/// One stored item: the model's field, and the item's key in it ("" for a field kept
-/// whole, such as a counter).
+/// One stored item: the model's field, and the item's key in it. A field kept whole
+/// (a counter, a list) is stored under its name with [`WHOLE`] before it, which no
+/// field name has, so no item's key (even an empty one) can be taken for it.
 type Key = (String, String);
+
+/// Marks a field stored whole.
+const WHOLE: &str = "=";
 
 /// The work store of one state folder.
 pub struct WorkStore {
@@ -100,8 +104,8 @@ impl WorkStore {
             let value: Value = serde_json::from_str(body).with_context(|| {
                 format!("{}: item {field}/{key} cannot be read", self.path.display())
             })?;
-            if key.is_empty() {
-                work.insert(field.clone(), value);
+            if let Some(whole) = field.strip_prefix(WHOLE) {
+                work.insert(whole.to_string(), value);
             } else if let Value::Object(items) = work
                 .entry(field.clone())
                 .or_insert_with(|| Value::Object(Map::new()))
@@ -161,7 +165,10 @@ fn items(model: &Model) -> anyhow::Result<HashMap<Key, String>> {
                 }
             }
             whole => {
-                items.insert((field, String::new()), whole.to_string());
+                items.insert(
+                    (format!("{WHOLE}{field}"), String::new()),
+                    whole.to_string(),
+                );
             }
         }
     }
@@ -217,6 +224,10 @@ mod tests {
             },
         ];
         let mut model = Model::new(Settings::default());
+        // An empty key is an item like any other.
+        model
+            .deliveries
+            .insert(String::new(), delivery("", states[0].clone()));
         for (n, state) in states.iter().enumerate() {
             let id = format!("D-{n}");
             model
@@ -227,6 +238,7 @@ mod tests {
         assert!(none.is_none());
         store.save(&model).unwrap();
         model.deliveries.remove("D-0");
+        model.deliveries.remove("");
         store.save(&model).unwrap();
         drop(store);
         let (_, read) = WorkStore::open(dir.path()).unwrap();

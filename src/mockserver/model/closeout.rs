@@ -54,6 +54,7 @@ pub struct PackingSlip {
     pub shipping: String,
 }
 
+/// One line of the packing slip: what ships, how many.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SlipItem {
     pub name: String,
@@ -69,6 +70,7 @@ pub struct Invoice {
     pub total: String,
 }
 
+/// One line of the invoice, the values as the store sent them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InvoiceLine {
     pub name: String,
@@ -108,10 +110,10 @@ impl Model {
                 format!("order {number} did not come from a store: there is nothing to close out"),
             ));
         };
+        refuse_store_changes(number, request)?;
         if let Some(done) = &store.closeout {
             return Ok(done.clone());
         }
-        refuse_store_changes(number, request)?;
         let ship_to = one_ship_to(number, store)?;
         let not_ready: Vec<String> = order
             .jobs
@@ -162,6 +164,10 @@ impl Model {
         fault: Option<PaymentFault>,
     ) -> Result<Charge, ModelError> {
         let key = format!("closeout-{number}");
+        // Charged before (the answer lost): that charge stands, whatever comes now.
+        if let Some(charge) = self.charges.get(&key) {
+            return Ok(charge.clone());
+        }
         if fault == Some(PaymentFault::Declined) {
             let reason = "the card was declined";
             if let Some(store) = self.orders.get_mut(number).and_then(|o| o.store.as_mut()) {
@@ -230,15 +236,7 @@ impl Model {
         } else {
             JobState::Completed
         };
-        self.transition(
-            job_id,
-            &[
-                JobState::WaitingForOrderCloseout,
-                JobState::SentToProduction,
-            ],
-            to,
-            verb,
-        )
+        self.transition(job_id, &[JobState::WaitingForOrderCloseout], to, verb)
     }
 }
 
@@ -321,7 +319,7 @@ fn documents(store: &StoreOrder, ship_to: &Address, now: OffsetDateTime) -> Clos
 
 #[cfg(test)]
 mod tests {
-    use super::super::fixture::{address, announce, at, store_order, with_templates};
+    use super::super::fixture::{address, announce, at, file, store_order, with_templates};
     use super::*;
 
     /// An order MC-5521 of business cards and a brochure, the cards delivered and
@@ -342,15 +340,6 @@ mod tests {
             .complete("agent-1", &claimed[0].id, Vec::new(), at(3))
             .unwrap();
         (model, jobs)
-    }
-
-    fn file() -> super::super::NewFile {
-        super::super::NewFile {
-            name: "page.pdf".into(),
-            size: 3,
-            sha256: "00".repeat(32),
-            location: super::super::FileLocation::Stored,
-        }
     }
 
     fn confirmed() -> CloseoutRequest {
@@ -442,8 +431,15 @@ mod tests {
             )
             .unwrap_err();
         assert_eq!(lost.code, "payment_timeout");
+        // The card was charged: a decline now changes nothing of that.
         let done = model
-            .close_out("owner", "MC-5521", &confirmed(), None, at(6))
+            .close_out(
+                "owner",
+                "MC-5521",
+                &confirmed(),
+                Some(PaymentFault::Declined),
+                at(6),
+            )
             .unwrap();
         let again = model
             .close_out("owner", "MC-5521", &confirmed(), None, at(7))
@@ -451,6 +447,14 @@ mod tests {
         assert_eq!(model.charges.len(), 1);
         assert_eq!(done.settlement, again.settlement);
         assert_eq!(again.closed_at, at(6));
+        let second_slip = CloseoutRequest {
+            packing_slips: Some(2),
+            ..confirmed()
+        };
+        let refused = model
+            .close_out("owner", "MC-5521", &second_slip, None, at(8))
+            .unwrap_err();
+        assert_eq!(refused.code, "close_out_in_store");
         // Now the delivered job may be completed.
         model.finish_store_job(&jobs[0], false).unwrap();
         assert_eq!(model.jobs[&jobs[0]].state, JobState::Completed);

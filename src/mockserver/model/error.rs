@@ -32,7 +32,8 @@ pub(super) fn refuse(
     }
 }
 
-pub(super) fn unknown_job(id: &str) -> ModelError {
+/// The refusal for a job id the server does not know.
+pub fn unknown_job(id: &str) -> ModelError {
     refuse(
         ErrorKind::NotFound,
         "unknown_job",

@@ -58,14 +58,19 @@ pub(super) fn announce_as(
     model.heartbeat(agent, &request, now);
 }
 
-/// An approved job with one file, preselected for `queues`; its id.
-pub(super) fn approved_job(model: &mut Model, queues: &[&str], now: OffsetDateTime) -> String {
-    let file = NewFile {
+/// A small production file stored on the server.
+pub(super) fn file() -> NewFile {
+    NewFile {
         name: "cards.pdf".into(),
         size: 3,
         sha256: "00".repeat(32),
         location: FileLocation::Stored,
-    };
+    }
+}
+
+/// An approved job with one file, preselected for `queues`; its id.
+pub(super) fn approved_job(model: &mut Model, queues: &[&str], now: OffsetDateTime) -> String {
+    let file = file();
     let queues = queues.iter().map(|q| q.to_string()).collect();
     let id = model
         .create_job("Cards", Some("MC-1"), queues, vec![file])

@@ -159,6 +159,13 @@ impl Model {
                 "a job needs a name",
             ));
         }
+        if order_number.is_some_and(|number| number.trim().is_empty()) {
+            return Err(refuse(
+                ErrorKind::Invalid,
+                "invalid_job",
+                "an order number, when given, must not be empty",
+            ));
+        }
         let id = format!("J-{}", self.next_job);
         self.next_job += 1;
         if let Some(number) = order_number {

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use closeout::{Charge, Closeout, CloseoutRequest, Invoice, PackingSlip, PaymentFault};
-pub use error::{unknown_order, ErrorKind, ModelError};
+pub use error::{unknown_job, unknown_order, ErrorKind, ModelError};
 pub use jobs::{FileLocation, Job, JobFile, JobState, NewFile, Order};
 pub use leases::{Delivery, DeliveryState, RecordedEvent};
 pub use people::{default_profiles, Profile};
@@ -51,7 +51,6 @@ pub struct Model {
     pub queues: BTreeMap<String, Queue>,
     /// The agents heard from: one per token and configured name, since agents may
     /// share a token.
-    #[serde(default)]
     pub agents: Vec<AgentSeen>,
     /// The simulated payment step's charges, by idempotency key.
     pub charges: BTreeMap<String, Charge>,

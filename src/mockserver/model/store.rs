@@ -159,6 +159,9 @@ impl Model {
                     ),
                 );
             };
+            if item.name.trim().is_empty() {
+                return invalid("invalid_order", format!("{at}: the line item needs a name"));
+            }
             if item.quantity == 0 {
                 return invalid(
                     "invalid_order",
@@ -184,10 +187,14 @@ impl Model {
     }
 }
 
+/// Most digits before the point: a print order never costs a billion.
+const MAX_WHOLE_DIGITS: usize = 9;
+
 /// An amount as stores write them: digits, and at most two after a point.
 fn is_amount(text: &str) -> bool {
     let (whole, cents) = text.split_once('.').unwrap_or((text, ""));
     !whole.is_empty()
+        && whole.len() <= MAX_WHOLE_DIGITS
         && whole.bytes().all(|b| b.is_ascii_digit())
         && cents.len() <= 2
         && cents.bytes().all(|b| b.is_ascii_digit())
@@ -196,7 +203,7 @@ fn is_amount(text: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::fixture::{announce, at, store_order, with_templates};
+    use super::super::fixture::{announce, at, file, store_order, with_templates};
     use super::super::JobState;
     use super::*;
 
@@ -254,6 +261,13 @@ mod tests {
             "{}",
             price.message
         );
+        let mut nameless = store_order("S-3", &["brochure", "business-cards"]);
+        nameless.line_items[1].name = " ".into();
+        let name = model
+            .receive_store_order("MC-3", nameless, vec![vec![], vec![]], at(0))
+            .unwrap_err();
+        assert!(name.message.contains("line item 2"), "{}", name.message);
+        assert!(model.jobs.is_empty() && model.orders.is_empty());
     }
 
     #[test]
@@ -278,21 +292,12 @@ mod tests {
         assert_eq!(state, Ok(JobState::WaitingForOrderCloseout));
     }
 
-    fn file() -> NewFile {
-        NewFile {
-            name: "cards.pdf".into(),
-            size: 3,
-            sha256: "00".repeat(32),
-            location: super::super::FileLocation::Stored,
-        }
-    }
-
     #[test]
     fn amounts_are_digits_with_at_most_two_decimals() {
         for good in ["49", "49.00", "0.5", "1200.10"] {
             assert!(is_amount(good), "{good}");
         }
-        for bad in ["", "49.", ".50", "49.001", "-1", "4 9", "1e3"] {
+        for bad in ["", "49.", ".50", "49.001", "-1", "4 9", "1e3", "1000000000"] {
             assert!(!is_amount(bad), "{bad}");
         }
     }
