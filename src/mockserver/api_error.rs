@@ -15,6 +15,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// The jobs the refusal is about, answered as `error.jobs` when there are any.
+    pub jobs: Vec<String>,
 }
 
 /// A request whose content breaks a rule: `422` with the message.
@@ -28,6 +30,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            jobs: Vec::new(),
         }
     }
 
@@ -49,7 +52,10 @@ impl From<ModelError> for ApiError {
             ErrorKind::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorKind::Unavailable => StatusCode::GATEWAY_TIMEOUT,
         };
-        ApiError::new(status, err.code, err.message)
+        ApiError {
+            jobs: err.jobs,
+            ..ApiError::new(status, err.code, err.message)
+        }
     }
 }
 
@@ -67,6 +73,10 @@ impl IntoResponse for ApiError {
                 message: self.message,
             },
         };
+        let mut body = serde_json::to_value(body).unwrap_or_default();
+        if !self.jobs.is_empty() {
+            body["error"]["jobs"] = serde_json::json!(self.jobs);
+        }
         (self.status, Json(body)).into_response()
     }
 }

@@ -68,6 +68,22 @@ async fn a_store_order_is_made_once_delivered_and_waits_for_its_closeout() {
     assert_eq!(jobs["jobs"].as_array().unwrap().len(), 1, "{jobs}");
     assert_eq!(jobs["jobs"][0]["state"], json!("approved"), "{jobs}");
 
+    // Not delivered yet: the closeout warns, naming the job, until confirmed.
+    let warned = reqwest::Client::new()
+        .post(format!(
+            "{}/api/v1/operator/orders/MC-5521/closeout",
+            server.url()
+        ))
+        .header("x-tbot-user", "owner")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(warned.status().as_u16(), 409);
+    let warned: Value = warned.json().await.unwrap();
+    assert_eq!(warned["error"]["code"], json!("jobs_not_ready"), "{warned}");
+    assert_eq!(warned["error"]["jobs"], json!([job]), "{warned}");
+
     let sent = owner.send(std::slice::from_ref(&job), None).await.unwrap();
     assert_eq!(sent["results"][0]["ok"], json!(true), "{sent}");
     let dropped = floor

@@ -126,14 +126,17 @@ impl Model {
             .cloned()
             .collect();
         if !not_ready.is_empty() && !request.confirm {
-            return Err(refuse(
+            return Err(ModelError {
+                jobs: not_ready.clone(),
+                ..refuse(
                 ErrorKind::Conflict,
                 "jobs_not_ready",
                 format!(
                     "not every job of order {number} is ready for closeout: {}; close out anyway with \"confirm\": true",
                     not_ready.join(", ")
                 ),
-            ));
+            )
+            });
         }
         let closeout = documents(store, ship_to, now);
         let settlement = match store.payment {
@@ -356,6 +359,7 @@ mod tests {
             .close_out("owner", "MC-5521", &CloseoutRequest::default(), None, at(4))
             .unwrap_err();
         assert_eq!(warned.code, "jobs_not_ready");
+        assert_eq!(warned.jobs, [jobs[1].clone()]);
         assert!(warned.message.contains(&jobs[1]) && !warned.message.contains(&jobs[0]));
         let closed = model
             .close_out("owner", "MC-5521", &confirmed(), None, at(5))

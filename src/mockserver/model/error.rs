@@ -18,6 +18,9 @@ pub struct ModelError {
     pub kind: ErrorKind,
     pub code: &'static str,
     pub message: String,
+    /// The jobs a refusal is about, for a script or a page to show beside the message
+    /// (the jobs of an order not ready for closeout).
+    pub jobs: Vec<String>,
 }
 
 pub(super) fn refuse(
@@ -29,6 +32,7 @@ pub(super) fn refuse(
         kind,
         code,
         message: message.into(),
+        jobs: Vec::new(),
     }
 }
 
