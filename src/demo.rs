@@ -9,12 +9,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use base64::Engine;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::agent::Agent;
 use crate::config::Config;
 use crate::control::Control;
+use crate::mockserver::model::Template;
 use crate::mockserver::{MockServer, MockSettings};
 use crate::operator_client::OperatorClient;
 
@@ -25,6 +27,9 @@ const MARKER: &str = ".tbot-demo";
 const DEADLINE: Duration = Duration::from_secs(120);
 
 const DEMO_TOKEN: &str = "demo-agent-token";
+
+/// The token the demo's online store sends its order with.
+const STORE_TOKEN: &str = "demo-store-token";
 
 /// The demo's queues: name, kind, hotfolder folder name.
 const QUEUES: [(&str, &str); 3] = [
@@ -40,6 +45,14 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     let mut settings = MockSettings::default();
     settings.add_agent_token(DEMO_TOKEN);
     settings.model.retry_hold = Duration::from_secs(1);
+    settings.store_token = Some(crate::config::Secret::new(STORE_TOKEN));
+    settings.templates.insert(
+        "flyer-a5".into(),
+        Template {
+            queues: vec!["indigo-7900".into()],
+            approved: true,
+        },
+    );
     let server = MockServer::start(settings, SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     println!("job side (mock server) listening on {}", server.url());
 
@@ -250,6 +263,8 @@ async fn drive(server: &MockServer, dir: &Path) -> anyhow::Result<Vec<Row>> {
     }
     println!("send again {cards}: a second copy goes to indigo-7900");
 
+    store_order(server, &owner).await?;
+
     wait_for(|| async {
         let deliveries = owner.get("/deliveries").await?;
         let all = deliveries["deliveries"]
@@ -263,6 +278,54 @@ async fn drive(server: &MockServer, dir: &Path) -> anyhow::Result<Vec<Row>> {
     })
     .await?;
     table_rows(&owner, &dir.join("hotfolders")).await
+}
+
+/// An order from an online store: in through the store connection, sent by AutoSend
+/// (its template arrives approved), delivered, closed out with the card settled, and
+/// its job completed.
+async fn store_order(server: &MockServer, owner: &OperatorClient) -> anyhow::Result<()> {
+    let flyer =
+        base64::engine::general_purpose::STANDARD.encode(sample_file(b"%PDF-1.7\n", 400_000, 20));
+    let order = json!({
+        "store_order_id": "SHOP-88412", "order_number": "MC-6001", "customer": "Smith & Co",
+        "payment": "credit_card",
+        "line_items": [{
+            "product": "flyer-a5", "name": "Flyers A5 - Smith", "quantity": 1000,
+            "price": "89.00", "shipping": "7.50",
+            "ship_to": {"name": "J. Smith", "street": "1 Main St", "city": "Springfield",
+                        "postal_code": "12345", "country": "US"},
+            "files": [{"name": "flyer.pdf", "content_base64": flyer}]
+        }]
+    });
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/v1/store/orders", server.url()))
+        .bearer_auth(STORE_TOKEN)
+        .json(&order)
+        .send()
+        .await?;
+    let status = response.status();
+    let made: serde_json::Value = response.json().await.unwrap_or_default();
+    if !status.is_success() {
+        bail!("the store order was refused ({status}): {made}");
+    }
+    let job = made["jobs"][0].as_str().unwrap_or_default().to_string();
+    println!("store order SHOP-88412 came in as order MC-6001 ({job}); AutoSend sent it");
+    wait_for(|| async {
+        Ok(owner.get(&format!("/jobs/{job}")).await?["state"]
+            == json!("waiting_for_order_closeout"))
+    })
+    .await
+    .context("the store order's job never reached its closeout")?;
+    let closeout = owner.post("/orders/MC-6001/closeout", json!({})).await?;
+    owner
+        .post(&format!("/jobs/{job}/complete"), json!({}))
+        .await?;
+    println!(
+        "closed out MC-6001: packing slip, invoice of {}, card charged ({}); {job} completed",
+        closeout["invoice"]["total"].as_str().unwrap_or("?"),
+        closeout["settlement"]["id"].as_str().unwrap_or("?")
+    );
+    Ok(())
 }
 
 /// Polls `check` every 100 ms until it says yes, or fails after [`DEADLINE`].

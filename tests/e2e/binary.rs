@@ -458,7 +458,7 @@ fn the_demo_delivers_every_file_verified() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(
-        stdout.contains("12 files in 5 deliveries, 12 verified"),
+        stdout.contains("13 files in 6 deliveries, 13 verified"),
         "{stdout}"
     );
     assert!(!stdout.contains("MISMATCH"));
