@@ -16,7 +16,7 @@ use tbot::control::Control;
 use tbot::health::State;
 use tbot::mockserver::model::{SettingsChange, Template};
 use tbot::mockserver::{MockServer, MockSettings, ServerTls, UserEntry};
-use tbot::operator_client::OperatorClient;
+use tbot::operator_client::{segment, OperatorClient};
 
 #[derive(Parser)]
 #[command(
@@ -501,7 +501,7 @@ async fn mock(args: MockArgs) -> anyhow::Result<()> {
                 })
                 .await?
         }
-        MockAction::Job { id } => client.get(&format!("/jobs/{id}")).await?,
+        MockAction::Job { id } => client.get(&format!("/jobs/{}", segment(&id))).await?,
         MockAction::CreateJob {
             name,
             order,
@@ -526,27 +526,37 @@ async fn mock(args: MockArgs) -> anyhow::Result<()> {
             for (file_name, bytes) in contents {
                 client.upload(&id, &file_name, bytes).await?;
             }
-            client.get(&format!("/jobs/{id}")).await?
+            client.get(&format!("/jobs/{}", segment(&id))).await?
         }
         MockAction::RequestApproval { id } => {
             client
-                .post(&format!("/jobs/{id}/request-approval"), json!({}))
+                .post(
+                    &format!("/jobs/{}/request-approval", segment(&id)),
+                    json!({}),
+                )
                 .await?
         }
         MockAction::Approve { id } => {
             client
-                .post(&format!("/jobs/{id}/approve"), json!({}))
+                .post(&format!("/jobs/{}/approve", segment(&id)), json!({}))
                 .await?
         }
-        MockAction::Hold { id } => client.post(&format!("/jobs/{id}/hold"), json!({})).await?,
+        MockAction::Hold { id } => {
+            client
+                .post(&format!("/jobs/{}/hold", segment(&id)), json!({}))
+                .await?
+        }
         MockAction::Archive { id } => {
             client
-                .post(&format!("/jobs/{id}/archive"), json!({}))
+                .post(&format!("/jobs/{}/archive", segment(&id)), json!({}))
                 .await?
         }
         MockAction::SetQueues { id, queues } => {
             client
-                .put(&format!("/jobs/{id}/queues"), json!({ "queues": queues }))
+                .put(
+                    &format!("/jobs/{}/queues", segment(&id)),
+                    json!({ "queues": queues }),
+                )
                 .await?
         }
         MockAction::Order { number, queues } => {
@@ -560,14 +570,16 @@ async fn mock(args: MockArgs) -> anyhow::Result<()> {
         }
         MockAction::SendOrder { number } => {
             client
-                .post(&format!("/orders/{number}/send"), json!({}))
+                .post(&format!("/orders/{}/send", segment(&number)), json!({}))
                 .await?
         }
-        MockAction::OrderDetails { number } => client.get(&format!("/orders/{number}")).await?,
+        MockAction::OrderDetails { number } => {
+            client.get(&format!("/orders/{}", segment(&number))).await?
+        }
         MockAction::Closeout { number, confirm } => {
             client
                 .post(
-                    &format!("/orders/{number}/closeout"),
+                    &format!("/orders/{}/closeout", segment(&number)),
                     json!({ "confirm": confirm }),
                 )
                 .await?
@@ -575,18 +587,20 @@ async fn mock(args: MockArgs) -> anyhow::Result<()> {
         MockAction::Document { number, kind } => {
             print!(
                 "{}",
-                client.page(&format!("/orders/{number}/{kind}")).await?
+                client
+                    .page(&format!("/orders/{}/{}", segment(&number), kind))
+                    .await?
             );
             return Ok(());
         }
         MockAction::Complete { id } => {
             client
-                .post(&format!("/jobs/{id}/complete"), json!({}))
+                .post(&format!("/jobs/{}/complete", segment(&id)), json!({}))
                 .await?
         }
         MockAction::Retain { id } => {
             client
-                .post(&format!("/jobs/{id}/retain"), json!({}))
+                .post(&format!("/jobs/{}/retain", segment(&id)), json!({}))
                 .await?
         }
         MockAction::Queues { all } => {

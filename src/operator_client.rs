@@ -118,7 +118,12 @@ impl OperatorClient {
 
     /// Uploads a file's bytes to a job.
     pub async fn upload(&self, job: &str, name: &str, bytes: Vec<u8>) -> anyhow::Result<Value> {
-        let url = format!("{}/jobs/{job}/files/{}", self.base, urlencode(name));
+        let url = format!(
+            "{}/jobs/{}/files/{}",
+            self.base,
+            urlencode(job),
+            urlencode(name)
+        );
         let response = self
             .http
             .put(&url)
@@ -152,6 +157,12 @@ async fn read_answer(
         bail!("{method} {url}: {status}: {message}");
     }
     Ok(body)
+}
+
+/// `text` (a job id, an order number) as one URL path segment: a `/` or `?` in it
+/// stays part of the id.
+pub fn segment(text: &str) -> String {
+    urlencode(text)
 }
 
 /// Percent-encodes a file name for a URL path segment.

@@ -567,3 +567,27 @@ async fn tbot_mock_create_job_with_a_file_it_cannot_read_creates_nothing() {
     assert_eq!(jobs["jobs"], json!([]), "{jobs}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn tbot_mock_reaches_an_order_whose_number_holds_a_slash() {
+    let server = start_server(|_| {}).await;
+    let owner = operator(&server, "owner");
+    owner
+        .post("/orders", json!({"number": "MC/7?x"}))
+        .await
+        .expect("order made");
+    let url = server.url();
+    // The server runs on this test's runtime: wait for the command beside it.
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tbot"))
+            .args(["mock", "--server", &url, "order-details", "MC/7?x"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let shown: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&output.stderr)));
+    assert_eq!(shown["number"], json!("MC/7?x"), "{shown}");
+    server.stop().await;
+}
