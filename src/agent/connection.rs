@@ -40,17 +40,24 @@ impl Connection {
                 |builder, authority| builder.add_root_certificate(authority.clone()),
             )
         };
-        let http = match &server.tls.client_identity {
-            Some((cert, key)) => builder().identity(read_identity(cert, key)?),
-            None => builder(),
+        // Only a client certificate makes the two clients differ.
+        let (http, foreign) = match &server.tls.client_identity {
+            Some((cert, key)) => (
+                builder().identity(read_identity(cert, key)?).build()?,
+                builder().build()?,
+            ),
+            None => {
+                let http = builder().build()?;
+                (http.clone(), http)
+            }
         };
         let mut base = server.url.clone();
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
         }
         Ok(Connection {
-            http: http.build()?,
-            foreign: builder().build()?,
+            http,
+            foreign,
             base,
             token: server.token.clone(),
         })

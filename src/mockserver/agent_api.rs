@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use super::api_error::{ApiError, ApiJson};
-use super::AppState;
+use super::{bearer_token, AppState};
 use crate::protocol::{
     ClaimRequest, ClaimResponse, CompleteRequest, CompleteResponse, EventRequest, FailRequest,
     HeartbeatRequest, HeartbeatResponse, RenewResponse, WhoamiResponse, PROTOCOL_VERSION,
@@ -47,15 +47,10 @@ impl FromRequestParts<Arc<AppState>> for Agent {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .ok_or_else(ApiError::unauthorized)?;
+        let token = bearer_token(&parts.headers).ok_or_else(ApiError::unauthorized)?;
         state
             .agent_tokens
-            .get(token.trim())
+            .get(token)
             .map(|name| Agent(name.clone()))
             .ok_or_else(ApiError::unauthorized)
     }

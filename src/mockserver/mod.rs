@@ -102,6 +102,15 @@ impl AppState {
     }
 }
 
+/// The token of an `Authorization: Bearer` header, as agents and stores send theirs.
+pub(crate) fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
 /// A mock server running on a tokio task.
 pub struct MockServer {
     pub addr: SocketAddr,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use super::api_error::{ApiError, ApiJson};
 use super::file_spec::{read_file_specs, FileSpec};
 use super::model::{Address, LineItem, Payment, StoreOrder};
-use super::AppState;
+use super::{bearer_token, AppState};
 
 /// Largest store order body: line items carry their files inline.
 const MAX_ORDER_BODY: usize = 256 * 1024 * 1024;
@@ -67,13 +67,8 @@ impl FromRequestParts<Arc<AppState>> for FromStore {
                 "this server takes no store orders: start it with --store-token",
             ));
         };
-        let given = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "));
-        match given {
-            Some(token) if !token.is_empty() && token.trim() == expected.expose() => Ok(FromStore),
+        match bearer_token(&parts.headers) {
+            Some(token) if !token.is_empty() && token == expected.expose() => Ok(FromStore),
             _ => Err(ApiError::unauthorized()),
         }
     }
