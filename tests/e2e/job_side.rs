@@ -539,24 +539,28 @@ async fn a_killed_job_side_keeps_every_change_it_acknowledged() {
 #[tokio::test]
 async fn tbot_mock_create_job_with_a_file_it_cannot_read_creates_nothing() {
     let server = start_server(|_| {}).await;
-    let url = server.url();
     let dir = tempfile::tempdir().unwrap();
     let readable = dir.path().join("cover.pdf");
     std::fs::write(&readable, b"%PDF cover").unwrap();
     let missing = dir.path().join("content.pdf");
-    // The server runs on this test's runtime: wait for the command beside it.
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_tbot"))
-            .args(["mock", "--server", &url, "create-job", "--name", "Book"])
-            .arg("--file")
-            .arg(&readable)
-            .arg("--file")
-            .arg(&missing)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let (readable, missing) = (
+        readable.display().to_string(),
+        missing.display().to_string(),
+    );
+    let url = server.url();
+    let output = run_tbot([
+        "mock",
+        "--server",
+        &url,
+        "create-job",
+        "--name",
+        "Book",
+        "--file",
+        &readable,
+        "--file",
+        &missing,
+    ])
+    .await;
     assert!(!output.status.success());
     let said = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -577,15 +581,7 @@ async fn tbot_mock_reaches_an_order_whose_number_holds_a_slash() {
         .await
         .expect("order made");
     let url = server.url();
-    // The server runs on this test's runtime: wait for the command beside it.
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_tbot"))
-            .args(["mock", "--server", &url, "order-details", "MC/7?x"])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let output = run_tbot(["mock", "--server", &url, "order-details", "MC/7?x"]).await;
     let shown: Value = serde_json::from_slice(&output.stdout)
         .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&output.stderr)));
     assert_eq!(shown["number"], json!("MC/7?x"), "{shown}");

@@ -253,6 +253,24 @@ pub fn sha256_file(path: &Path) -> String {
     hex::encode(Sha256::digest(std::fs::read(path).expect("file readable")))
 }
 
+/// Runs the built `tbot` with `args` to its end. It is waited for beside the test's
+/// runtime, which must go on serving: the server it talks to runs there.
+pub async fn run_tbot<I, S>(args: I) -> std::process::Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().into()).collect();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tbot"))
+            .args(args)
+            .output()
+            .expect("tbot runs")
+    })
+    .await
+    .expect("the wait for tbot")
+}
+
 /// The built `tbot` binary running `tbot run`, its log going to a file.
 pub struct AgentProcess {
     config: PathBuf,

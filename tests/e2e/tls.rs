@@ -85,16 +85,12 @@ async fn check_online(floor: &Floor, text: &str) -> (i32, String) {
     std::fs::write(&path, text).unwrap();
     let private = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600);
     std::fs::set_permissions(&path, private).unwrap();
-    // The server runs on this test's runtime: wait for the check beside it.
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_tbot"))
-            .args(["check-config", "--online"])
-            .arg(&path)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let output = run_tbot([
+        std::ffi::OsStr::new("check-config"),
+        "--online".as_ref(),
+        path.as_os_str(),
+    ])
+    .await;
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
