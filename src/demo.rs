@@ -17,7 +17,7 @@ use crate::agent::Agent;
 use crate::config::Config;
 use crate::control::Control;
 use crate::mockserver::model::Template;
-use crate::mockserver::{MockServer, MockSettings};
+use crate::mockserver::{MockServer, MockSettings, UserEntry};
 use crate::operator_client::OperatorClient;
 
 /// Marks a folder as the demo's own, so a second run may clear its hotfolders.
@@ -44,6 +44,11 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     prepare_dir(dir)?;
     let mut settings = MockSettings::default();
     settings.add_agent_token(DEMO_TOKEN);
+    settings.users.push(UserEntry::with_password(
+        "owner",
+        "site_owner",
+        &crate::mockserver::auth::random_token(),
+    ));
     settings.model.retry_hold = Duration::from_secs(1);
     settings.store_token = Some(crate::config::Secret::new(STORE_TOKEN));
     settings.templates.insert(
@@ -162,7 +167,7 @@ fn sample_file(header: &[u8], size: usize, seed: u64) -> Vec<u8> {
 
 /// Does what the people on the job side do, then waits for the agent.
 async fn drive(server: &MockServer, dir: &Path) -> anyhow::Result<Vec<Row>> {
-    let owner = OperatorClient::new(&server.url(), "owner")?;
+    let owner = server.operator("owner")?;
     wait_for(|| async {
         let queues = owner.get("/queues").await?;
         Ok(queues["queues"].as_array().map_or(0, Vec::len) == QUEUES.len())

@@ -8,6 +8,8 @@ pub mod control;
 pub mod demo;
 pub mod health;
 pub mod logging;
+pub mod mock_command;
+pub mod mock_server_command;
 pub mod mockserver;
 pub mod naming;
 pub mod online_check;

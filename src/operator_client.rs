@@ -6,42 +6,71 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
+use crate::config::Secret;
+
 fn http_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder().timeout(Duration::from_secs(300))
 }
 
-/// Drives one mock server as one user.
+/// Drives one mock server as one user, proved by the API token it logged in for.
 pub struct OperatorClient {
     http: reqwest::Client,
     base: String,
-    user: String,
+    token: Option<Secret>,
 }
 
 impl OperatorClient {
-    pub fn new(server: &str, user: &str) -> anyhow::Result<OperatorClient> {
-        OperatorClient::with_http(server, user, http_builder())
+    /// A client that acts as nobody until it logs in or is given a token.
+    pub fn new(server: &str) -> anyhow::Result<OperatorClient> {
+        OperatorClient::with_http(server, http_builder())
     }
 
     /// A client for a mock server whose HTTPS certificate comes from the authority in
     /// `ca_pem`, such as the print shop's own.
-    pub fn trusting(server: &str, user: &str, ca_pem: &[u8]) -> anyhow::Result<OperatorClient> {
+    pub fn trusting(server: &str, ca_pem: &[u8]) -> anyhow::Result<OperatorClient> {
         let mut http = http_builder();
         for certificate in reqwest::Certificate::from_pem_bundle(ca_pem)? {
             http = http.add_root_certificate(certificate);
         }
-        OperatorClient::with_http(server, user, http)
+        OperatorClient::with_http(server, http)
     }
 
-    fn with_http(
-        server: &str,
-        user: &str,
-        http: reqwest::ClientBuilder,
-    ) -> anyhow::Result<OperatorClient> {
+    fn with_http(server: &str, http: reqwest::ClientBuilder) -> anyhow::Result<OperatorClient> {
         Ok(OperatorClient {
             http: http.build()?,
             base: format!("{}/api/v1/operator", server.trim_end_matches('/')),
-            user: user.to_string(),
+            token: None,
         })
+    }
+
+    /// Acts as the user an API token from `tbot mock login` belongs to.
+    pub fn with_token(mut self, token: Secret) -> OperatorClient {
+        self.token = Some(token);
+        self
+    }
+
+    /// Logs in with a name and password; from then on acts as that user. Answers the
+    /// API token, for `tbot mock login` to hand to later commands.
+    pub async fn log_in(&mut self, name: &str, password: &str) -> anyhow::Result<Secret> {
+        let answer = self
+            .post("/tokens", json!({"name": name, "password": password}))
+            .await?;
+        let token = Secret::new(
+            answer["token"]
+                .as_str()
+                .context("the server's answer to a log-in has no token")?,
+        );
+        self.token = Some(token.clone());
+        Ok(token)
+    }
+
+    /// A request to `url`, carrying the token when there is one.
+    fn start(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, url);
+        match &self.token {
+            Some(token) => request.bearer_auth(token.expose()),
+            None => request,
+        }
     }
 
     /// Sends one request and returns the JSON answer; an error answer becomes an error
@@ -53,10 +82,7 @@ impl OperatorClient {
         body: Option<Value>,
     ) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
-        let mut request = self
-            .http
-            .request(method.clone(), &url)
-            .header("x-tbot-user", &self.user);
+        let mut request = self.start(method.clone(), &url);
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -71,9 +97,7 @@ impl OperatorClient {
     pub async fn page(&self, path: &str) -> anyhow::Result<String> {
         let url = format!("{}{path}", self.base);
         let response = self
-            .http
-            .get(&url)
-            .header("x-tbot-user", &self.user)
+            .start(reqwest::Method::GET, &url)
             .send()
             .await
             .with_context(|| format!("cannot reach the mock server at {url}"))?;
@@ -125,9 +149,7 @@ impl OperatorClient {
             urlencode(name)
         );
         let response = self
-            .http
-            .put(&url)
-            .header("x-tbot-user", &self.user)
+            .start(reqwest::Method::PUT, &url)
             .body(bytes)
             .send()
             .await

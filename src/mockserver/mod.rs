@@ -4,6 +4,7 @@
 
 mod agent_api;
 mod api_error;
+pub mod auth;
 mod clock;
 mod documents;
 pub mod faults;
@@ -53,6 +54,10 @@ pub struct AppState {
     claimable: Notify,
     pub faults: FaultState,
     pub requests: RequestLog,
+    /// Operators' passwords, API tokens and sessions.
+    pub accounts: auth::Accounts,
+    /// Whether the server speaks HTTPS, so its cookies are marked `Secure`.
+    pub https: bool,
     /// Where the work is kept, when the server was started with a state folder.
     store: Option<WorkStore>,
 }
@@ -159,6 +164,8 @@ impl MockServer {
             claimable: Notify::new(),
             faults: FaultState::new(settings.faults.clone()),
             requests: RequestLog::default(),
+            accounts: auth::Accounts::new(&settings.users),
+            https: acceptor.is_some(),
             store,
         });
         let app = router(state.clone());
@@ -199,6 +206,14 @@ impl MockServer {
     pub fn url(&self) -> String {
         let scheme = if self.tls { "https" } else { "http" };
         format!("{scheme}://{}", self.addr)
+    }
+
+    /// An operator client acting as `user`, with an API token issued in this process:
+    /// for the demo and tests, which start the server themselves.
+    pub fn operator(&self, user: &str) -> anyhow::Result<crate::operator_client::OperatorClient> {
+        let token = self.state.accounts.issue_api_token(user);
+        Ok(crate::operator_client::OperatorClient::new(&self.url())?
+            .with_token(crate::config::Secret::new(token)))
     }
 
     /// Stops accepting requests and waits for the server task to end.

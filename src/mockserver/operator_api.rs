@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -15,23 +15,23 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::api_error::{invalid, ApiError, ApiJson};
+use super::auth::Operator;
 use super::documents;
 use super::faults::Faults;
 use super::file_spec::{read_file_specs, FileSpec};
 use super::file_store::StoredFile;
 use super::model::{
-    unknown_job, unknown_order, CloseoutRequest, FileLocation, Job, Model, NewFile, SettingsChange,
+    unknown_job, unknown_order, CloseoutRequest, FileLocation, Job, JobAction, Model, NewFile,
+    Permission, SettingsChange,
 };
 use super::AppState;
 
 /// Largest file a person can upload to the in-memory mock server.
 const MAX_UPLOAD: usize = 4 * 1024 * 1024 * 1024;
 
-/// The header that names the person acting, for the rules that depend on who it is.
-pub const USER_HEADER: &str = "x-tbot-user";
-
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
+        .route("/api/v1/operator/tokens", post(log_in))
         .route("/api/v1/operator/jobs", get(list_jobs).post(create_job))
         .route("/api/v1/operator/jobs/{id}", get(show_job))
         .route(
@@ -67,6 +67,13 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/api/v1/operator/requests", get(list_requests))
         .route("/api/v1/operator/clock", get(show_clock))
         .route("/api/v1/operator/clock/advance", post(advance_clock))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogIn {
+    name: String,
+    password: String,
 }
 
 #[derive(Deserialize)]
@@ -119,6 +126,37 @@ struct QueueListQuery {
     all: bool,
 }
 
+/// Logs a user in with their password and answers an API token that acts as them
+/// (what `tbot mock login` prints).
+async fn log_in(
+    State(state): State<Arc<AppState>>,
+    ApiJson(login): ApiJson<LogIn>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    if !state.accounts.check_password(&login.name, &login.password) {
+        tracing::warn!(
+            "a log-in as {:?} was refused: wrong name or password",
+            login.name
+        );
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "wrong_login",
+            "wrong name or password",
+        ));
+    }
+    let profile = state.model().users.get(&login.name).cloned();
+    let token = state.accounts.issue_api_token(&login.name);
+    tracing::info!("{} logged in for an API token", login.name);
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"token": token, "user": login.name, "profile": profile})),
+    ))
+}
+
+/// Refuses unless `user`'s profile has `permission`.
+fn require(state: &AppState, user: &str, permission: Permission) -> Result<(), ApiError> {
+    Ok(state.model().check_permission(user, permission)?)
+}
+
 /// A job with its deliveries, as operators see it.
 fn job_view(model: &Model, job: &Job) -> Value {
     let deliveries: Vec<&super::model::Delivery> = model
@@ -134,6 +172,7 @@ fn job_view(model: &Model, job: &Job) -> Value {
 
 async fn list_jobs(
     State(state): State<Arc<AppState>>,
+    _: Operator,
     Query(query): Query<JobListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let model = state.model();
@@ -166,6 +205,7 @@ async fn list_jobs(
 
 async fn show_job(
     State(state): State<Arc<AppState>>,
+    _: Operator,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let model = state.model();
@@ -178,8 +218,10 @@ async fn show_job(
 
 async fn create_job(
     State(state): State<Arc<AppState>>,
+    Operator(user): Operator,
     ApiJson(request): ApiJson<CreateJob>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    require(&state, &user, Permission::CreateJobs)?;
     let (new_files, contents) = read_file_specs(request.files)?;
     let view = state.change(|model| {
         let job = model
@@ -204,9 +246,11 @@ async fn create_job(
 /// Uploads one file's bytes to a job; size and SHA-256 are computed here.
 async fn upload_file(
     State(state): State<Arc<AppState>>,
+    Operator(user): Operator,
     Path((id, name)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    require(&state, &user, Permission::CreateJobs)?;
     let stored = StoredFile::new(body);
     let file = state.change(|model| {
         let file = model.add_file(
@@ -229,36 +273,24 @@ async fn upload_file(
 
 async fn job_action(
     State(state): State<Arc<AppState>>,
+    Operator(user): Operator,
     Path((id, action)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
+    let action: JobAction = action.parse()?;
     let now = state.clock.now();
     state.change(|model| {
-        match action.as_str() {
-            "request-approval" => model.request_approval(&id)?,
-            "approve" => model.approve(&id, now)?,
-            "hold" => model.hold(&id)?,
-            "archive" => model.archive(&id)?,
-            "complete" => model.finish_store_job(&id, false)?,
-            "retain" => model.finish_store_job(&id, true)?,
-            other => {
-                return Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "unknown_action",
-                    format!(
-                        "jobs have no action {other:?} (request-approval, approve, hold, archive, complete, retain)"
-                    ),
-                ))
-            }
-        }
+        model.act_on_job(&user, &id, action, now)?;
         Ok(Json(job_view(model, &model.jobs[&id])))
     })?
 }
 
 async fn set_job_queues(
     State(state): State<Arc<AppState>>,
+    Operator(user): Operator,
     Path(id): Path<String>,
     ApiJson(choice): ApiJson<QueueChoice>,
 ) -> Result<Json<Value>, ApiError> {
+    require(&state, &user, Permission::CreateJobs)?;
     let now = state.clock.now();
     state.change(|model| {
         model.set_job_queues(&id, choice.queues, now)?;
@@ -270,6 +302,7 @@ async fn set_job_queues(
 /// from a store, each job's state, and its closeout.
 async fn show_order(
     State(state): State<Arc<AppState>>,
+    _: Operator,
     Path(number): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let model = state.model();
@@ -289,29 +322,13 @@ async fn show_order(
     Ok(Json(view))
 }
 
-/// The user named in the `X-Tbot-User` header.
-fn acting_user(headers: &HeaderMap) -> Result<String, ApiError> {
-    headers
-        .get(USER_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(String::from)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "no_user",
-                "name the user acting in the X-Tbot-User header",
-            )
-        })
-}
-
 /// Closes out a store order as the user in the `X-Tbot-User` header.
 async fn close_out(
     State(state): State<Arc<AppState>>,
+    Operator(user): Operator,
     Path(number): Path<String>,
-    headers: HeaderMap,
     ApiJson(request): ApiJson<CloseoutRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    let user = acting_user(&headers)?;
     let now = state.clock.now();
     let fault = state.faults.get().payment;
     let closeout =
@@ -322,6 +339,7 @@ async fn close_out(
 /// The packing slip or the invoice of a closed-out order, as a page to print.
 async fn show_document(
     State(state): State<Arc<AppState>>,
+    _: Operator,
     Path((number, document)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let model = state.model();
@@ -350,14 +368,16 @@ async fn show_document(
     Ok(([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response())
 }
 
-async fn list_orders(State(state): State<Arc<AppState>>) -> Json<Value> {
+async fn list_orders(State(state): State<Arc<AppState>>, _: Operator) -> Json<Value> {
     Json(json!({ "orders": state.model().orders.values().collect::<Vec<_>>() }))
 }
 
 async fn upsert_order(
     State(state): State<Arc<AppState>>,
+    Operator(user): Operator,
     ApiJson(request): ApiJson<UpsertOrder>,
 ) -> Result<Json<Value>, ApiError> {
+    require(&state, &user, Permission::CreateJobs)?;
     if request.number.trim().is_empty() {
         return Err(invalid("an order needs a number"));
     }
@@ -375,9 +395,11 @@ async fn upsert_order(
 
 async fn set_order_queues(
     State(state): State<Arc<AppState>>,
+    Operator(user): Operator,
     Path(number): Path<String>,
     ApiJson(choice): ApiJson<QueueChoice>,
 ) -> Result<Json<Value>, ApiError> {
+    require(&state, &user, Permission::CreateJobs)?;
     let now = state.clock.now();
     state.change(|model| {
         model.set_order_queues(&number, choice.queues, now);
@@ -387,6 +409,7 @@ async fn set_order_queues(
 
 async fn send_order(
     State(state): State<Arc<AppState>>,
+    _: Operator,
     Path(number): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     state.model().send_order(&number)?;
@@ -397,10 +420,9 @@ async fn send_order(
 /// `X-Tbot-User` header. Answers per job.
 async fn send(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Operator(user): Operator,
     ApiJson(request): ApiJson<SendRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    let user = acting_user(&headers)?;
     let now = state.clock.now();
     let results = state
         .change(|model| model.send(&user, &request.jobs, request.queues.as_deref(), now))??;
@@ -409,6 +431,7 @@ async fn send(
 
 async fn list_queues(
     State(state): State<Arc<AppState>>,
+    _: Operator,
     Query(query): Query<QueueListQuery>,
 ) -> Json<Value> {
     let now = state.clock.now();
@@ -429,22 +452,24 @@ async fn list_queues(
 
 /// The agents heard from: the name each is configured with, its token's name here,
 /// its version and last heartbeat.
-async fn list_agents(State(state): State<Arc<AppState>>) -> Json<Value> {
+async fn list_agents(State(state): State<Arc<AppState>>, _: Operator) -> Json<Value> {
     Json(json!({ "agents": state.model().agents }))
 }
 
-async fn list_deliveries(State(state): State<Arc<AppState>>) -> Json<Value> {
+async fn list_deliveries(State(state): State<Arc<AppState>>, _: Operator) -> Json<Value> {
     Json(json!({ "deliveries": state.model().deliveries.values().collect::<Vec<_>>() }))
 }
 
-async fn show_settings(State(state): State<Arc<AppState>>) -> Json<Value> {
+async fn show_settings(State(state): State<Arc<AppState>>, _: Operator) -> Json<Value> {
     Json(json!(state.model().settings))
 }
 
 async fn change_settings(
     State(state): State<Arc<AppState>>,
+    Operator(user): Operator,
     ApiJson(change): ApiJson<SettingsChange>,
 ) -> Result<Json<Value>, ApiError> {
+    require(&state, &user, Permission::ChangeSettings)?;
     let now = state.clock.now();
     state.change(|model| {
         model.change_settings(&change, now);
@@ -452,15 +477,21 @@ async fn change_settings(
     })
 }
 
-async fn show_faults(State(state): State<Arc<AppState>>) -> Json<Value> {
+async fn show_faults(State(state): State<Arc<AppState>>, _: Operator) -> Json<Value> {
+    faults_view(&state)
+}
+
+fn faults_view(state: &AppState) -> Json<Value> {
     Json(json!(state.faults.get()))
 }
 
 /// Replaces the faults in force (an empty object clears them all).
 async fn set_faults(
     State(state): State<Arc<AppState>>,
+    Operator(user): Operator,
     ApiJson(faults): ApiJson<Faults>,
 ) -> Result<Json<Value>, ApiError> {
+    require(&state, &user, Permission::ChangeSettings)?;
     for (name, rate) in [
         ("error_rate", faults.error_rate),
         ("truncate_rate", faults.truncate_rate),
@@ -473,17 +504,21 @@ async fn set_faults(
         }
     }
     state.faults.set(faults);
-    Ok(show_faults(State(state)).await)
+    Ok(faults_view(&state))
 }
 
-async fn list_requests(State(state): State<Arc<AppState>>) -> Json<Value> {
+async fn list_requests(State(state): State<Arc<AppState>>, _: Operator) -> Json<Value> {
     Json(json!({
         "requests": state.requests.all(),
         "held_claims": state.requests.held_claims(),
     }))
 }
 
-async fn show_clock(State(state): State<Arc<AppState>>) -> Json<Value> {
+async fn show_clock(State(state): State<Arc<AppState>>, _: Operator) -> Json<Value> {
+    clock_view(&state)
+}
+
+fn clock_view(state: &AppState) -> Json<Value> {
     Json(
         json!({ "now": state.clock.now().format(&time::format_description::well_known::Rfc3339).unwrap_or_default() }),
     )
@@ -491,9 +526,11 @@ async fn show_clock(State(state): State<Arc<AppState>>) -> Json<Value> {
 
 async fn advance_clock(
     State(state): State<Arc<AppState>>,
+    Operator(user): Operator,
     ApiJson(advance): ApiJson<Advance>,
-) -> Json<Value> {
+) -> Result<Json<Value>, ApiError> {
+    require(&state, &user, Permission::ChangeSettings)?;
     state.clock.advance(advance.by);
     state.wake_claims();
-    show_clock(State(state)).await
+    Ok(clock_view(&state))
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::Deserialize;
 
+use super::auth::PasswordHash;
 use super::faults::Faults;
 use super::model::Template;
 use super::model::{Settings, SettingsChange};
@@ -20,12 +21,24 @@ pub struct AgentToken {
     pub token: Secret,
 }
 
-/// One person who drives the server, with a profile such as `site_owner`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// One person who drives the server, with a profile such as `site_owner` and the
+/// hash of the password they log in with.
+#[derive(Debug, Clone)]
 pub struct UserEntry {
     pub name: String,
     pub profile: String,
+    pub password: PasswordHash,
+}
+
+impl UserEntry {
+    /// A user whose password is given in the clear (a flag, a test), hashed here.
+    pub fn with_password(name: &str, profile: &str, password: &str) -> UserEntry {
+        UserEntry {
+            name: name.to_string(),
+            profile: profile.to_string(),
+            password: PasswordHash::of(password),
+        }
+    }
 }
 
 /// The mock server's start-up settings.
@@ -48,22 +61,12 @@ pub struct MockSettings {
 }
 
 impl Default for MockSettings {
-    /// No agents, the rules of a real server, and two users: `owner`, a site owner
-    /// who may send to production, and `designer`, who may not.
+    /// No agents, no users, and the rules of a real server.
     fn default() -> Self {
         MockSettings {
             model: Settings::default(),
             agents: Vec::new(),
-            users: vec![
-                UserEntry {
-                    name: "owner".into(),
-                    profile: "site_owner".into(),
-                },
-                UserEntry {
-                    name: "designer".into(),
-                    profile: "designer".into(),
-                },
-            ],
+            users: Vec::new(),
             faults: Faults::default(),
             state_dir: None,
             tls: None,
@@ -80,9 +83,18 @@ struct RawTables {
     #[serde(default)]
     agent: Vec<RawAgent>,
     #[serde(default)]
-    user: Vec<UserEntry>,
+    user: Vec<RawUser>,
     #[serde(default)]
     faults: Faults,
+}
+
+/// A `[[user]]` of the file: the users file keeps only argon2 hashes of passwords.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUser {
+    name: String,
+    profile: String,
+    password_hash: String,
 }
 
 #[derive(Deserialize)]
@@ -94,8 +106,7 @@ struct RawAgent {
 
 impl MockSettings {
     /// Reads a mock server file: `autosend`, `queue_ttl`, `lease`, `retry_hold`,
-    /// `[[agent]] name/token`, `[[user]] name/profile` and `[faults]`. Users in the file replace the
-    /// default ones.
+    /// `[[agent]] name/token`, `[[user]] name/profile/password_hash` and `[faults]`.
     pub fn load(path: &Path) -> anyhow::Result<MockSettings> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read mock server file {}", path.display()))?;
@@ -121,9 +132,18 @@ impl MockSettings {
                 token: Secret::new(agent.token),
             })
             .collect();
-        if !raw.user.is_empty() {
-            settings.users = raw.user;
-        }
+        settings.users = raw
+            .user
+            .into_iter()
+            .map(|user| {
+                let what = format!("mock server file {}: user {}", path.display(), user.name);
+                Ok(UserEntry {
+                    password: PasswordHash::parse(&user.password_hash, &what)?,
+                    name: user.name,
+                    profile: user.profile,
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
         settings.faults = raw.faults;
         Ok(settings)
     }

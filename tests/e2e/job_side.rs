@@ -470,6 +470,16 @@ async fn with_a_state_folder_the_job_side_survives_a_restart() {
     server.stop().await;
 }
 
+/// An operator client of the server at `url`, logged in as `owner` with the password.
+async fn logged_in(url: &str) -> OperatorClient {
+    let mut owner = OperatorClient::new(url).unwrap();
+    owner
+        .log_in("owner", OWNER_PASSWORD)
+        .await
+        .expect("the owner logs in");
+    owner
+}
+
 /// `tbot mock-server` as a process on a free port, keeping its work in `state_dir`;
 /// its URL, read from the line it prints when it listens.
 fn mock_server_process(state_dir: &std::path::Path) -> (std::process::Child, String) {
@@ -481,6 +491,8 @@ fn mock_server_process(state_dir: &std::path::Path) -> (std::process::Child, Str
             "127.0.0.1:0",
             "--agent-token",
             TOKEN,
+            "--user",
+            &format!("owner=site_owner:{OWNER_PASSWORD}"),
         ])
         .arg("--state-dir")
         .arg(state_dir)
@@ -501,7 +513,7 @@ fn mock_server_process(state_dir: &std::path::Path) -> (std::process::Child, Str
 async fn a_killed_job_side_keeps_every_change_it_acknowledged() {
     let saved = tempfile::tempdir().expect("state folder");
     let (mut server, url) = mock_server_process(saved.path());
-    let owner = OperatorClient::new(&url, "owner").unwrap();
+    let owner = logged_in(&url).await;
     let mut jobs = Vec::new();
     for n in 0..5 {
         let job = owner
@@ -524,7 +536,7 @@ async fn a_killed_job_side_keeps_every_change_it_acknowledged() {
     assert!(saved.path().join("jobside.sqlite3").exists());
 
     let (mut server, url) = mock_server_process(saved.path());
-    let owner = OperatorClient::new(&url, "owner").unwrap();
+    let owner = logged_in(&url).await;
     for (n, job) in jobs.iter().enumerate() {
         let shown = owner.get(&format!("/jobs/{job}")).await.expect("job kept");
         assert_eq!(shown["order_number"], json!("MC-77"), "{shown}");
@@ -547,19 +559,18 @@ async fn tbot_mock_create_job_with_a_file_it_cannot_read_creates_nothing() {
         readable.display().to_string(),
         missing.display().to_string(),
     );
-    let url = server.url();
-    let output = run_tbot([
-        "mock",
-        "--server",
-        &url,
-        "create-job",
-        "--name",
-        "Book",
-        "--file",
-        &readable,
-        "--file",
-        &missing,
-    ])
+    let output = run_tbot_mock(
+        &server,
+        &[
+            "create-job",
+            "--name",
+            "Book",
+            "--file",
+            &readable,
+            "--file",
+            &missing,
+        ],
+    )
     .await;
     assert!(!output.status.success());
     let said = String::from_utf8_lossy(&output.stderr);
@@ -580,8 +591,7 @@ async fn tbot_mock_reaches_an_order_whose_number_holds_a_slash() {
         .post("/orders", json!({"number": "MC/7?x"}))
         .await
         .expect("order made");
-    let url = server.url();
-    let output = run_tbot(["mock", "--server", &url, "order-details", "MC/7?x"]).await;
+    let output = run_tbot_mock(&server, &["--json", "order-details", "MC/7?x"]).await;
     let shown: Value = serde_json::from_slice(&output.stdout)
         .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&output.stderr)));
     assert_eq!(shown["number"], json!("MC/7?x"), "{shown}");

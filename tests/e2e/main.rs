@@ -12,6 +12,7 @@ mod local_attacks;
 mod metrics;
 mod monitoring;
 mod notify_socket;
+mod operators;
 mod pickup;
 mod reliability;
 mod reload;

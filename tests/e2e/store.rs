@@ -74,7 +74,7 @@ async fn a_store_order_is_made_once_delivered_and_waits_for_its_closeout() {
             "{}/api/v1/operator/orders/MC-5521/closeout",
             server.url()
         ))
-        .header("x-tbot-user", "owner")
+        .bearer_auth(server.state.accounts.issue_api_token("owner"))
         .json(&json!({}))
         .send()
         .await
@@ -139,27 +139,17 @@ async fn a_store_order_is_made_once_delivered_and_waits_for_its_closeout() {
     assert_eq!(closed, again);
     assert_eq!(closed["settlement"]["id"], json!("CH-1"), "{closed}");
     assert_eq!(closed["invoice"]["total"], json!("55.50"), "{closed}");
-    let slip = reqwest::get(format!(
+    // Only someone logged in opens the documents.
+    let anonymous = reqwest::get(format!(
         "{}/api/v1/operator/orders/MC-5521/packing-slip",
         server.url()
     ))
     .await
     .unwrap();
-    assert!(slip.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/html"));
-    let slip = slip.text().await.unwrap();
+    assert_eq!(anonymous.status().as_u16(), 401);
+    let slip = owner.page("/orders/MC-5521/packing-slip").await.unwrap();
     assert!(slip.contains("@media print") && slip.contains("Shipping for the whole order: 6.50"));
-    let invoice = reqwest::get(format!(
-        "{}/api/v1/operator/orders/MC-5521/invoice",
-        server.url()
-    ))
-    .await
-    .unwrap()
-    .text()
-    .await
-    .unwrap();
+    let invoice = owner.page("/orders/MC-5521/invoice").await.unwrap();
     assert!(
         invoice.contains("Smith &amp; Co") && !invoice.contains("Smith & Co"),
         "{invoice}"

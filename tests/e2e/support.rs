@@ -12,14 +12,18 @@ use tbot::agent::client::JobSideClient;
 use tbot::agent::Agent;
 use tbot::config::Config;
 use tbot::control::Control;
-use tbot::mockserver::{MockServer, MockSettings};
+use tbot::mockserver::{MockServer, MockSettings, UserEntry};
 use tbot::operator_client::OperatorClient;
 use tempfile::TempDir;
 
 pub const TOKEN: &str = "floor-token-1";
 pub const TOKEN_2: &str = "floor-token-2";
 
-/// A mock server with two agent tokens and the default users.
+/// The password of the test servers' `owner`, a site owner.
+pub const OWNER_PASSWORD: &str = "owner-password";
+
+/// A mock server with two agent tokens and two users: `owner`, a site owner, and
+/// `designer`, who may create jobs but not send them.
 pub async fn start_server(configure: impl FnOnce(&mut MockSettings)) -> MockServer {
     start_server_at(SocketAddr::from(([127, 0, 0, 1], 0)), configure).await
 }
@@ -32,6 +36,10 @@ pub async fn start_server_at(
     let mut settings = MockSettings::default();
     settings.add_agent_token(TOKEN);
     settings.add_agent_token(TOKEN_2);
+    settings.users = vec![
+        UserEntry::with_password("owner", "site_owner", OWNER_PASSWORD),
+        UserEntry::with_password("designer", "designer", "designer-password"),
+    ];
     settings.model.retry_hold = Duration::from_millis(200);
     configure(&mut settings);
     MockServer::start(settings, listen)
@@ -186,7 +194,7 @@ where
 
 /// The operator client of a mock server, acting as `user`.
 pub fn operator(server: &MockServer, user: &str) -> OperatorClient {
-    OperatorClient::new(&server.url(), user).expect("operator client")
+    server.operator(user).expect("operator client")
 }
 
 /// Waits until the server lists every one of `queues` as connected.
@@ -269,6 +277,21 @@ where
     })
     .await
     .expect("the wait for tbot")
+}
+
+/// `tbot mock --server URL ARGS...` acting as the server's `owner`, with an API token
+/// in `TBOT_MOCK_TOKEN` as a person would export it.
+pub async fn run_tbot_mock(server: &MockServer, args: &[&str]) -> std::process::Output {
+    let token = server.state.accounts.issue_api_token("owner");
+    let url = server.url();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tbot"));
+    command
+        .args(["mock", "--server", &url])
+        .args(args)
+        .env("TBOT_MOCK_TOKEN", token);
+    tokio::task::spawn_blocking(move || command.output().expect("tbot runs"))
+        .await
+        .expect("the wait for tbot")
 }
 
 /// The built `tbot` binary running `tbot run`, its log going to a file.

@@ -121,7 +121,11 @@ async fn a_private_authority_is_trusted_through_ca_file_and_refused_with_advice_
     // The agent fetches a file over it and drops it, verified.
     let mut agent = AgentProcess::start(floor.dir.path(), &trusted);
     let ca_pem = std::fs::read(&pki.ca).unwrap();
-    let owner = OperatorClient::trusting(&server.url(), "owner", &ca_pem).unwrap();
+    let mut owner = OperatorClient::trusting(&server.url(), &ca_pem).unwrap();
+    owner
+        .log_in("owner", OWNER_PASSWORD)
+        .await
+        .expect("log in over HTTPS");
     wait_connected(&owner, &["indigo-7900"]).await;
     let bytes = sample_bytes(200_000, 11);
     let job = send_file(&owner, "Cards", "indigo-7900", "cards.pdf", bytes.clone()).await;

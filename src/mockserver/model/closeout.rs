@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 
 use super::error::{refuse, unknown_order, ErrorKind, ModelError};
 use super::jobs::JobState;
+use super::people::Permission;
 use super::store::{Address, Payment, StoreOrder};
 use super::Model;
 
@@ -98,7 +99,7 @@ impl Model {
         fault: Option<PaymentFault>,
         now: OffsetDateTime,
     ) -> Result<Closeout, ModelError> {
-        self.check_send_permission(user)?;
+        self.check_permission(user, Permission::CloseOutOrders)?;
         let order = self
             .orders
             .get(number)

@@ -6,6 +6,7 @@ mod closeout;
 mod error;
 #[cfg(test)]
 mod fixture;
+mod job_actions;
 mod jobs;
 mod leases;
 mod people;
@@ -20,9 +21,10 @@ use serde::{Deserialize, Serialize};
 
 pub use closeout::{Charge, Closeout, CloseoutRequest, Invoice, PackingSlip, PaymentFault};
 pub use error::{unknown_job, unknown_order, ErrorKind, ModelError};
+pub use job_actions::JobAction;
 pub use jobs::{FileLocation, Job, JobFile, JobState, NewFile, Order};
 pub use leases::{Delivery, DeliveryState, RecordedEvent};
-pub use people::{default_profiles, Profile};
+pub use people::{default_profiles, Permission, Profile};
 pub use queues::{AgentSeen, Queue};
 pub use sending::SendResult;
 pub use settings::{Settings, SettingsChange};

@@ -1,37 +1,79 @@
-//! Who may do what: user profiles and their permissions (seed 001: only a site owner
-//! may send to production).
+//! Who may do what: user profiles and their permissions. Seed 001: only a site owner
+//! may send to production; seed 002: operators and administrators close out orders.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
 use super::error::{refuse, ErrorKind, ModelError};
 use super::Model;
 
+/// One thing a profile may allow. Seeing jobs, orders and queues needs none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Permission {
+    /// Create jobs and orders, upload files, choose queues, ask for approval.
+    CreateJobs,
+    /// Approve, hold, archive, complete and retain jobs.
+    ManageJobs,
+    /// Send to Production and Send Again.
+    SendToProduction,
+    /// Close out store orders.
+    CloseOutOrders,
+    /// Turn AutoSend on and off and change the server's rules, faults and clock.
+    ChangeSettings,
+}
+
+impl Permission {
+    /// The permission as a person reads it in a refusal.
+    fn describe(self) -> &'static str {
+        match self {
+            Permission::CreateJobs => "create-jobs",
+            Permission::ManageJobs => "manage-jobs",
+            Permission::SendToProduction => "send-to-production",
+            Permission::CloseOutOrders => "close-out-orders",
+            Permission::ChangeSettings => "change-settings",
+        }
+    }
+}
+
 /// A user profile: what the people who have it may do.
 #[derive(Debug, Clone, Serialize)]
 pub struct Profile {
-    pub send_to_production: bool,
+    pub permissions: BTreeSet<Permission>,
 }
 
-/// The profiles every server starts with. Only site owners may send to production.
+/// The profiles every server starts with. Only site owners may send to production or
+/// turn AutoSend on; operators and administrators run jobs and close out orders.
 pub fn default_profiles() -> BTreeMap<String, Profile> {
-    [
-        ("site_owner", true),
-        ("administrator", false),
-        ("designer", false),
-        ("customer_service", false),
-    ]
-    .into_iter()
-    .map(|(name, send)| {
+    use Permission::*;
+    let profiles: [(&str, &[Permission]); 5] = [
         (
-            name.to_string(),
-            Profile {
-                send_to_production: send,
-            },
-        )
-    })
-    .collect()
+            "site_owner",
+            &[
+                CreateJobs,
+                ManageJobs,
+                SendToProduction,
+                CloseOutOrders,
+                ChangeSettings,
+            ],
+        ),
+        ("administrator", &[CreateJobs, ManageJobs, CloseOutOrders]),
+        ("operator", &[CreateJobs, ManageJobs, CloseOutOrders]),
+        ("customer_service", &[CloseOutOrders]),
+        ("designer", &[CreateJobs]),
+    ];
+    profiles
+        .into_iter()
+        .map(|(name, permissions)| {
+            (
+                name.to_string(),
+                Profile {
+                    permissions: permissions.iter().copied().collect(),
+                },
+            )
+        })
+        .collect()
 }
 
 impl Model {
@@ -51,7 +93,16 @@ impl Model {
         Ok(())
     }
 
-    pub(super) fn check_send_permission(&self, user: &str) -> Result<(), ModelError> {
+    /// Whether `user` may do what `permission` allows; unknown users may do nothing.
+    pub fn may(&self, user: &str, permission: Permission) -> bool {
+        self.users
+            .get(user)
+            .and_then(|profile| self.profiles.get(profile))
+            .is_some_and(|profile| profile.permissions.contains(&permission))
+    }
+
+    /// Refuses, naming the user, profile and permission, unless `user` may.
+    pub fn check_permission(&self, user: &str, permission: Permission) -> Result<(), ModelError> {
         let profile = self.users.get(user).ok_or_else(|| {
             refuse(
                 ErrorKind::Forbidden,
@@ -59,19 +110,68 @@ impl Model {
                 format!("there is no user {user:?}"),
             )
         })?;
-        let allowed = self
-            .profiles
-            .get(profile)
-            .is_some_and(|p| p.send_to_production);
-        if !allowed {
+        if !self.may(user, permission) {
             return Err(refuse(
                 ErrorKind::Forbidden,
                 "permission_denied",
                 format!(
-                    "user {user} has profile {profile}, which does not have the send-to-production permission"
+                    "user {user} has profile {profile}, which does not have the {} permission",
+                    permission.describe()
                 ),
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixture::model;
+    use super::*;
+
+    #[test]
+    fn only_a_site_owner_sends_or_changes_settings() {
+        let mut model = model();
+        model.add_user("olga", "operator").unwrap();
+        for permission in [Permission::SendToProduction, Permission::ChangeSettings] {
+            assert!(model.may("owner", permission));
+            assert!(!model.may("olga", permission));
+            assert!(!model.may("designer", permission));
+        }
+    }
+
+    #[test]
+    fn operators_run_jobs_and_close_out_but_designers_only_create() {
+        let mut model = model();
+        model.add_user("olga", "operator").unwrap();
+        assert!(model.may("olga", Permission::ManageJobs));
+        assert!(model.may("olga", Permission::CloseOutOrders));
+        assert!(model.may("designer", Permission::CreateJobs));
+        assert!(!model.may("designer", Permission::ManageJobs));
+        assert!(!model.may("designer", Permission::CloseOutOrders));
+    }
+
+    #[test]
+    fn a_refusal_names_the_profile_and_the_permission() {
+        let model = model();
+        let err = model
+            .check_permission("designer", Permission::ManageJobs)
+            .unwrap_err();
+        assert_eq!(err.code, "permission_denied");
+        assert!(
+            err.message.contains("profile designer") && err.message.contains("manage-jobs"),
+            "{}",
+            err.message
+        );
+        let err = model
+            .check_permission("nobody", Permission::CreateJobs)
+            .unwrap_err();
+        assert_eq!(err.code, "unknown_user");
+    }
+
+    #[test]
+    fn an_unknown_profile_is_refused_with_the_list() {
+        let err = model().add_user("x", "boss").unwrap_err();
+        assert!(err.message.contains("site_owner"), "{}", err.message);
     }
 }

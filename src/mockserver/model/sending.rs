@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 use super::error::{refuse, unknown_order, ErrorKind, ModelError};
 use super::jobs::JobState;
 use super::leases::{Delivery, DeliveryState};
+use super::people::Permission;
 use super::Model;
 
 /// The outcome of sending one job, in a multi-job send.
@@ -31,7 +32,7 @@ impl Model {
         queues: Option<&[String]>,
         now: OffsetDateTime,
     ) -> Result<Vec<SendResult>, ModelError> {
-        self.check_send_permission(user)?;
+        self.check_permission(user, Permission::SendToProduction)?;
         if job_ids.is_empty() {
             return Err(refuse(
                 ErrorKind::Invalid,
