@@ -16,6 +16,7 @@ mod request_log;
 mod settings;
 mod store_api;
 mod tls;
+mod web;
 mod work_store;
 
 use std::collections::HashMap;
@@ -237,5 +238,6 @@ fn router(state: Arc<AppState>) -> Router {
         .merge(agent)
         .merge(operator_api::routes())
         .merge(store_api::routes())
+        .merge(web::routes())
         .with_state(state)
 }

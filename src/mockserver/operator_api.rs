@@ -342,29 +342,7 @@ async fn show_document(
     _: Operator,
     Path((number, document)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let model = state.model();
-    let order = model
-        .orders
-        .get(&number)
-        .ok_or_else(|| ApiError::from(unknown_order(&number)))?;
-    let Some(closeout) = order.store.as_ref().and_then(|s| s.closeout.as_ref()) else {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "not_closed_out",
-            format!("order {number} is not closed out: it has no packing slip or invoice yet"),
-        ));
-    };
-    let page = match document.as_str() {
-        "packing-slip" => documents::packing_slip(&number, closeout),
-        "invoice" => documents::invoice(&number, closeout),
-        other => {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "unknown_document",
-                format!("orders have no document {other:?} (packing-slip, invoice)"),
-            ))
-        }
-    };
+    let page = documents::of_order(&state.model(), &number, &document)?;
     Ok(([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response())
 }
 

@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod binary;
+mod browser;
 mod chaos;
 mod delivery;
 mod hostile_server;
@@ -21,3 +22,4 @@ mod store;
 mod support;
 mod systemd;
 mod tls;
+mod web_page;

@@ -7,7 +7,6 @@ use std::time::Duration;
 use base64::Engine;
 use serde_json::{json, Value};
 use tbot::config::Secret;
-use tbot::mockserver::model::Template;
 
 use crate::support::*;
 
@@ -29,17 +28,7 @@ async fn post_order(url: &str, token: &str, order: &Value) -> (u16, Value) {
 #[tokio::test]
 async fn a_store_order_is_made_once_delivered_and_waits_for_its_closeout() {
     let floor = Floor::new(&["indigo"]);
-    let server = start_server(|settings| {
-        settings.store_token = Some(Secret::new(STORE_TOKEN));
-        settings.templates.insert(
-            "business-cards".into(),
-            Template {
-                queues: vec!["indigo-7900".into()],
-                approved: true,
-            },
-        );
-    })
-    .await;
+    let server = start_store_server(STORE_TOKEN).await;
     let agent = RunningAgent::start(&one_queue_config(&server.url(), &floor, ""));
     let owner = operator(&server, "owner");
     wait_connected(&owner, &["indigo-7900"]).await;

@@ -22,10 +22,29 @@ pub const TOKEN_2: &str = "floor-token-2";
 /// The password of the test servers' `owner`, a site owner.
 pub const OWNER_PASSWORD: &str = "owner-password";
 
+/// The password of the test servers' `designer`.
+pub const DESIGNER_PASSWORD: &str = "designer-password";
+
 /// A mock server with two agent tokens and two users: `owner`, a site owner, and
 /// `designer`, who may create jobs but not send them.
 pub async fn start_server(configure: impl FnOnce(&mut MockSettings)) -> MockServer {
     start_server_at(SocketAddr::from(([127, 0, 0, 1], 0)), configure).await
+}
+
+/// A server that takes store orders sent with `store_token`, its product
+/// `business-cards` arriving approved and preselected for `indigo-7900`.
+pub async fn start_store_server(store_token: &str) -> MockServer {
+    start_server(|settings| {
+        settings.store_token = Some(tbot::config::Secret::new(store_token));
+        settings.templates.insert(
+            "business-cards".into(),
+            tbot::mockserver::model::Template {
+                queues: vec!["indigo-7900".into()],
+                approved: true,
+            },
+        );
+    })
+    .await
 }
 
 /// Like [`start_server`], on a given address (to start a server again where it was).
@@ -38,7 +57,7 @@ pub async fn start_server_at(
     settings.add_agent_token(TOKEN_2);
     settings.users = vec![
         UserEntry::with_password("owner", "site_owner", OWNER_PASSWORD),
-        UserEntry::with_password("designer", "designer", "designer-password"),
+        UserEntry::with_password("designer", "designer", DESIGNER_PASSWORD),
     ];
     settings.model.retry_hold = Duration::from_millis(200);
     configure(&mut settings);

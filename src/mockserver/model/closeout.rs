@@ -104,13 +104,7 @@ impl Model {
             .orders
             .get(number)
             .ok_or_else(|| unknown_order(number))?;
-        let Some(store) = &order.store else {
-            return Err(refuse(
-                ErrorKind::Conflict,
-                "not_a_store_order",
-                format!("order {number} did not come from a store: there is nothing to close out"),
-            ));
-        };
+        let store = self.store_order(number)?;
         refuse_store_changes(number, request)?;
         if let Some(done) = &store.closeout {
             return Ok(done.clone());
@@ -157,6 +151,33 @@ impl Model {
             store.settlement_error = None;
         }
         Ok(closeout)
+    }
+
+    /// What closing out order `number` would make, for a person to check first: its
+    /// packing slip and invoice. Nothing is charged or kept.
+    pub fn closeout_preview(
+        &self,
+        number: &str,
+        now: OffsetDateTime,
+    ) -> Result<Closeout, ModelError> {
+        let store = self.store_order(number)?;
+        let ship_to = one_ship_to(number, store)?;
+        Ok(documents(store, ship_to, now))
+    }
+
+    /// What the store sent for order `number`; refused for an order made here.
+    fn store_order(&self, number: &str) -> Result<&StoreOrder, ModelError> {
+        let order = self
+            .orders
+            .get(number)
+            .ok_or_else(|| unknown_order(number))?;
+        order.store.as_ref().ok_or_else(|| {
+            refuse(
+                ErrorKind::Conflict,
+                "not_a_store_order",
+                format!("order {number} did not come from a store: there is nothing to close out"),
+            )
+        })
     }
 
     /// The payment step: one charge per order, however often it is asked (the order

@@ -6,6 +6,7 @@ use std::str::FromStr;
 use time::OffsetDateTime;
 
 use super::error::{refuse, ErrorKind, ModelError};
+use super::jobs::JobState;
 use super::people::Permission;
 use super::Model;
 
@@ -51,6 +52,19 @@ impl JobAction {
             JobAction::Archive => "Archive",
             JobAction::Complete => "Complete",
             JobAction::Retain => "Retain",
+        }
+    }
+
+    /// Whether a job's tile offers it in `state`. Only what a person sees: the rules
+    /// that refuse it are the model's own.
+    pub fn offered_in(self, state: JobState) -> bool {
+        use JobState::*;
+        match self {
+            JobAction::RequestApproval => state == InProgress,
+            JobAction::Approve => matches!(state, InProgress | AwaitingApproval | OnHold),
+            JobAction::Hold => matches!(state, InProgress | AwaitingApproval | Approved),
+            JobAction::Archive => !matches!(state, Archived | SendingToProduction),
+            JobAction::Complete | JobAction::Retain => state == WaitingForOrderCloseout,
         }
     }
 
@@ -105,7 +119,6 @@ impl Model {
 #[cfg(test)]
 mod tests {
     use super::super::fixture::{at, model};
-    use super::super::jobs::JobState;
     use super::*;
 
     #[test]

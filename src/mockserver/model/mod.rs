@@ -19,7 +19,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use closeout::{Charge, Closeout, CloseoutRequest, Invoice, PackingSlip, PaymentFault};
+pub use closeout::{
+    Charge, Closeout, CloseoutRequest, Invoice, InvoiceLine, PackingSlip, PaymentFault, SlipItem,
+};
 pub use error::{unknown_job, unknown_order, ErrorKind, ModelError};
 pub use job_actions::JobAction;
 pub use jobs::{FileLocation, Job, JobFile, JobState, NewFile, Order};

@@ -95,10 +95,16 @@ impl Model {
 
     /// Whether `user` may do what `permission` allows; unknown users may do nothing.
     pub fn may(&self, user: &str, permission: Permission) -> bool {
+        self.permissions_of(user).contains(&permission)
+    }
+
+    /// Everything `user`'s profile allows.
+    pub fn permissions_of(&self, user: &str) -> BTreeSet<Permission> {
         self.users
             .get(user)
             .and_then(|profile| self.profiles.get(profile))
-            .is_some_and(|profile| profile.permissions.contains(&permission))
+            .map(|profile| profile.permissions.clone())
+            .unwrap_or_default()
     }
 
     /// Refuses, naming the user, profile and permission, unless `user` may.
