@@ -38,17 +38,18 @@ const QUEUES: [(&str, &str); 3] = [
     ("prinergy-imposition", "imposition"),
 ];
 
-/// Runs the demo in `dir` and prints the table of drops.
-pub async fn run(dir: &Path) -> anyhow::Result<()> {
+/// Runs the demo in `dir` and prints the table of drops; with `keep_serving`, leaves
+/// the job side and the agent running, for the web page, until Ctrl-C or SIGTERM.
+pub async fn run(dir: &Path, keep_serving: bool) -> anyhow::Result<()> {
     let started = Instant::now();
     prepare_dir(dir)?;
     let mut settings = MockSettings::default();
     settings.add_agent_token(DEMO_TOKEN);
-    settings.users.push(UserEntry::with_password(
-        "owner",
-        "site_owner",
-        &crate::mockserver::auth::random_token(),
-    ));
+    // A new password each run, kept in a file only its owner reads, never printed.
+    let password = crate::mockserver::auth::random_token()[..16].to_string();
+    settings
+        .users
+        .push(UserEntry::with_password("owner", "site_owner", &password));
     settings.model.retry_hold = Duration::from_secs(1);
     settings.store_token = Some(crate::config::Secret::new(STORE_TOKEN));
     settings.templates.insert(
@@ -62,26 +63,39 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     println!("job side (mock server) listening on {}", server.url());
 
     let config_path = dir.join("tbot.toml");
-    std::fs::write(&config_path, agent_config(dir, &server.url()))
-        .with_context(|| format!("cannot write {}", config_path.display()))?;
     // It holds the demo's token: readable by its owner only, as tbot asks of a config.
-    #[cfg(unix)]
-    std::fs::set_permissions(
-        &config_path,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )?;
+    write_private(&config_path, &agent_config(dir, &server.url()))?;
     let config = Config::load(&config_path)?;
     println!("agent configuration written to {}", config_path.display());
     let control = Control::new();
     let agent = Agent::new(config, control.clone())?;
     let agent_task = tokio::spawn(agent.run());
 
-    let result = drive(&server, dir).await;
+    let outcome = match drive(&server, dir).await {
+        Ok(rows) => report(&rows, started, dir),
+        Err(err) => Err(err),
+    };
+    if keep_serving && outcome.is_ok() {
+        let password_file = dir.join("web-password");
+        write_private(&password_file, &format!("{password}\n"))?;
+        println!(
+            "\nThe job side's web page: open {url}/ and log in as owner with the password in \
+             {file}. For tbot mock: export TBOT_MOCK_URL={url}, then export \
+             TBOT_MOCK_TOKEN=$(tbot mock login owner < {file}). Ctrl-C stops the demo.",
+            url = server.url(),
+            file = password_file.display(),
+        );
+        Control::from_signals()?.shutdown().wait().await;
+    }
     control.shutdown().trigger();
     agent_task.await??;
     server.stop().await;
-    let rows = result?;
-    print_table(&rows);
+    outcome
+}
+
+/// Prints the table of drops and the sum; fails when a dropped file does not match.
+fn report(rows: &[Row], started: Instant, dir: &Path) -> anyhow::Result<()> {
+    print_table(rows);
     let bad = rows.iter().filter(|row| !row.verified).count();
     println!(
         "\n{} files in {} deliveries, {} verified, in {:.1} s. Hotfolders: {}",
@@ -97,6 +111,15 @@ pub async fn run(dir: &Path) -> anyhow::Result<()> {
     if bad > 0 {
         bail!("{bad} dropped files do not match their checksum");
     }
+    Ok(())
+}
+
+/// Writes a file only its owner may read: it holds a token or a password.
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    #[cfg(unix)]
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .with_context(|| format!("cannot make {} private", path.display()))?;
     Ok(())
 }
 

@@ -57,6 +57,10 @@ enum Command {
         /// Folder for the demo's hotfolders, state and configuration.
         #[arg(long, default_value = "tbot-demo")]
         dir: PathBuf,
+        /// Keep the job side and the agent running afterwards, to try the web page
+        /// (Ctrl-C stops).
+        #[arg(long)]
+        keep_serving: bool,
     },
 }
 
@@ -98,10 +102,12 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Mock(args) => tbot::mock_command::run(args)
             .await
             .map(|()| ExitCode::SUCCESS),
-        Command::Demo { dir } => {
+        Command::Demo { dir, keep_serving } => {
             // The agent's steps are the show; the mock server's own lines would be noise.
             tbot::logging::init("info,tbot::mockserver=warn", LogFormat::Text, None);
-            tbot::demo::run(&dir).await.map(|()| ExitCode::SUCCESS)
+            tbot::demo::run(&dir, keep_serving)
+                .await
+                .map(|()| ExitCode::SUCCESS)
         }
     }
 }

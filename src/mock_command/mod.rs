@@ -1,5 +1,7 @@
 //! `tbot mock`: what a person does on the mock job side, from the shell.
 
+mod print;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -10,6 +12,7 @@ use serde_json::{json, Value};
 use crate::config::Secret;
 use crate::mockserver::auth::PasswordHash;
 use crate::operator_client::{segment, OperatorClient};
+use print::Shape;
 
 #[derive(clap::Args)]
 pub struct MockArgs {
@@ -155,7 +158,40 @@ pub(crate) enum MockAction {
     },
 }
 
+impl MockAction {
+    /// How the command's answer reads for a person.
+    fn shape(&self) -> Shape {
+        match self {
+            MockAction::Jobs { .. } => Shape::Jobs,
+            MockAction::Job { .. }
+            | MockAction::CreateJob { .. }
+            | MockAction::RequestApproval { .. }
+            | MockAction::Approve { .. }
+            | MockAction::Hold { .. }
+            | MockAction::Archive { .. }
+            | MockAction::SetQueues { .. }
+            | MockAction::Complete { .. }
+            | MockAction::Retain { .. } => Shape::Job,
+            MockAction::Order { .. } => Shape::Order,
+            MockAction::Send { .. } => Shape::Sent,
+            MockAction::OrderDetails { .. } => Shape::OrderDetails,
+            MockAction::Closeout { .. } => Shape::Closeout,
+            MockAction::Queues { .. } => Shape::Queues,
+            MockAction::Deliveries => Shape::Deliveries,
+            MockAction::Autosend { .. } => Shape::Settings,
+            MockAction::Faults { .. } => Shape::Faults,
+            MockAction::Requests => Shape::Requests,
+            MockAction::AdvanceClock { .. } => Shape::Clock,
+            MockAction::Login { .. }
+            | MockAction::HashPassword
+            | MockAction::SendOrder { .. }
+            | MockAction::Document { .. } => Shape::Done,
+        }
+    }
+}
+
 pub async fn run(args: MockArgs) -> anyhow::Result<()> {
+    let shape = args.action.shape();
     let mut client = OperatorClient::new(&args.server)?;
     if let Some(token) = args.token {
         client = client.with_token(Secret::new(token));
@@ -325,7 +361,11 @@ pub async fn run(args: MockArgs) -> anyhow::Result<()> {
                 .await?
         }
     };
-    println!("{}", serde_json::to_string_pretty(&answer)?);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else {
+        print!("{}", print::render(shape, &answer));
+    }
     Ok(())
 }
 /// A password from `TBOT_MOCK_PASSWORD`, else from standard input: never from an

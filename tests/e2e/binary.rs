@@ -477,3 +477,68 @@ fn the_demo_delivers_every_file_verified() {
         .unwrap();
     assert!(again.status.success());
 }
+
+#[tokio::test]
+async fn the_demo_keeps_serving_its_web_page_until_sigterm() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let demo_dir = dir.path().join("demo");
+    let mut demo = Command::new(TBOT)
+        .arg("demo")
+        .arg("--dir")
+        .arg(&demo_dir)
+        .arg("--keep-serving")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = demo.stdout.take().unwrap();
+    let said = tokio::task::spawn_blocking(move || {
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find(|line| line.contains("Ctrl-C stops the demo"))
+            .expect("the demo says where its web page is")
+    })
+    .await
+    .unwrap();
+    let url = said
+        .split("open ")
+        .nth(1)
+        .and_then(|rest| rest.split('/').take(3).collect::<Vec<_>>().join("/").into())
+        .unwrap();
+    let password_file = demo_dir.join("web-password");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&password_file)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    let password = std::fs::read_to_string(&password_file).unwrap();
+    assert!(
+        !said.contains(password.trim()),
+        "the password is never printed"
+    );
+    let mut owner = tbot::operator_client::OperatorClient::new(&url).unwrap();
+    owner
+        .log_in("owner", password.trim())
+        .await
+        .expect("logged in");
+    let order = owner.get("/orders/MC-6001").await.unwrap();
+    assert_eq!(order["closed_out"], json!(true), "{order}");
+    let page = reqwest::get(format!("{url}/login")).await.unwrap();
+    assert!(page.text().await.unwrap().contains("Log in"));
+
+    let stopped = Command::new("kill")
+        .args(["-TERM", &demo.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let status = tokio::task::spawn_blocking(move || demo.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status}");
+}

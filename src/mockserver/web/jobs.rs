@@ -130,7 +130,9 @@ fn tile(model: &Model, visitor: &Visitor, job: &Job) -> Markup {
                 ul.deliveries {
                     @for delivery in deliveries {
                         li data-queue=(delivery.queue) data-delivery-state=(delivery_code(delivery)) {
-                            (delivery.queue) ": " (delivery_label(delivery))
+                            (delivery.queue)
+                            @if delivery.send_count > 1 { " (send " (delivery.send_count) ")" }
+                            ": " (delivery_label(delivery))
                         }
                     }
                 }
