@@ -14,6 +14,7 @@ pub mod mockserver;
 pub mod naming;
 pub mod online_check;
 pub mod operator_client;
+pub mod operator_views;
 mod pem;
 pub mod protocol;
 pub mod shutdown;

@@ -366,6 +366,13 @@ pub async fn run(args: MockArgs) -> anyhow::Result<()> {
     } else {
         print!("{}", print::render(shape, &answer));
     }
+    // A send answers per job; one job refused is a refusal, for scripts as for people.
+    let refused = answer["results"].as_array().map_or(0, |results| {
+        results.iter().filter(|r| r["ok"] == json!(false)).count()
+    });
+    if refused > 0 {
+        anyhow::bail!("{refused} of the jobs were not sent (see above)");
+    }
     Ok(())
 }
 /// A password from `TBOT_MOCK_PASSWORD`, else from standard input: never from an

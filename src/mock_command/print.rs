@@ -1,9 +1,20 @@
 //! What `tbot mock` prints for a person: tables and sentences made from the operator
-//! API's answers (`--json` prints the answers themselves, for scripts).
+//! API's answers, read as the types the server builds them from (`--json` prints the
+//! answers themselves, for scripts).
 
 use std::fmt::Write;
 
+use serde::de::DeserializeOwned;
+
 use serde_json::Value;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::mockserver::model::{Closeout, Order};
+use crate::operator_views::{
+    DeliveryList, JobGroups, JobList, JobView, OrderDetails, QueueList, SendAnswer,
+};
+use crate::protocol::wire_name;
 
 /// The kind of answer a command gets, which decides how it reads.
 #[derive(Debug, Clone, Copy)]
@@ -24,21 +35,31 @@ pub(crate) enum Shape {
     Done,
 }
 
-/// The answer as lines a person reads.
+/// The answer as lines a person reads. The shapes the operator API shares with this
+/// client are read as their types; an answer not of its shape is shown as JSON.
 pub(crate) fn render(shape: Shape, answer: &Value) -> String {
+    fn typed<T: DeserializeOwned>(answer: &Value, show: impl Fn(&T) -> String) -> String {
+        match T::deserialize(answer) {
+            Ok(view) => show(&view),
+            Err(_) => format!("{answer:#}\n"),
+        }
+    }
     match shape {
-        Shape::Job => job(answer),
-        Shape::Jobs => jobs(answer),
-        Shape::Sent => sent(answer),
-        Shape::Queues => queues(answer),
-        Shape::Deliveries => deliveries(answer),
-        Shape::Order => format!(
-            "order {}: preselected queues {}\n",
-            text(&answer["number"]),
-            list(&answer["queues"])
-        ),
-        Shape::OrderDetails => order_details(answer),
-        Shape::Closeout => closeout(answer),
+        Shape::Job => typed(answer, job),
+        Shape::Jobs if answer.get("groups").is_some() => typed(answer, job_groups),
+        Shape::Jobs => typed(answer, |list: &JobList| job_table(&list.jobs)),
+        Shape::Sent => typed(answer, sent),
+        Shape::Queues => typed(answer, queues),
+        Shape::Deliveries => typed(answer, deliveries),
+        Shape::Order => typed(answer, |order: &Order| {
+            format!(
+                "order {}: preselected queues {}\n",
+                order.number,
+                names(&order.queues)
+            )
+        }),
+        Shape::OrderDetails => typed(answer, order_details),
+        Shape::Closeout => typed(answer, closeout),
         Shape::Settings => settings(answer),
         Shape::Faults => faults(answer),
         Shape::Requests => requests(answer),
@@ -56,12 +77,8 @@ fn text(value: &Value) -> String {
     }
 }
 
-/// A JSON list of names as `a, b`, or `none`.
-fn list(value: &Value) -> String {
-    let names: Vec<String> = value
-        .as_array()
-        .map(|items| items.iter().map(text).collect())
-        .unwrap_or_default();
+/// Names as `a, b`, or `none`.
+fn names(names: &[String]) -> String {
     if names.is_empty() {
         "none".into()
     } else {
@@ -71,11 +88,6 @@ fn list(value: &Value) -> String {
 
 fn items(value: &Value) -> &[Value] {
     value.as_array().map_or(&[], Vec::as_slice)
-}
-
-/// A wire name such as `sent_to_production` as words.
-fn words(value: &Value) -> String {
-    text(value).replace('_', " ")
 }
 
 /// Rows under a header, each column as wide as its widest cell.
@@ -99,245 +111,222 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// What happened to a delivery, in a few words.
-fn delivery_state(delivery: &Value) -> String {
-    let mut state = words(&delivery["state"]);
-    if let Some(agent) = delivery["agent"].as_str() {
-        let _ = write!(state, " ({agent})");
-    }
-    if let Some(reason) = delivery["reason"].as_str() {
-        let _ = write!(state, ": {reason}");
-    }
-    if let Some(event) = items(&delivery["events"]).last() {
-        let _ = write!(state, ", {}", words(&event["event"]));
-    }
-    state
+fn moment(at: OffsetDateTime) -> String {
+    at.format(&Rfc3339).unwrap_or_default()
 }
 
-fn job(job: &Value) -> String {
-    let mut out = format!("{} {}", text(&job["id"]), text(&job["name"]));
-    if let Some(order) = job["order_number"].as_str() {
+fn job(view: &JobView) -> String {
+    let job = &view.job;
+    let mut out = format!("{} {}", job.id, job.name);
+    if let Some(order) = &job.order_number {
         let _ = write!(out, " (order {order})");
     }
-    let _ = writeln!(out, ": {}", words(&job["state"]));
-    if let Some(error) = job["error"].as_str() {
+    let _ = writeln!(out, ": {}", job.state.label());
+    if let Some(error) = &job.error {
         let _ = writeln!(out, "  error: {error}");
     }
-    for file in items(&job["files"]) {
-        let size = bytesize::ByteSize(file["size"].as_u64().unwrap_or(0));
-        let _ = writeln!(out, "  file {} ({size})", text(&file["name"]));
+    for file in &job.files {
+        let size = bytesize::ByteSize(file.size.max(0) as u64);
+        let _ = writeln!(out, "  file {} ({size})", file.name);
     }
     let _ = writeln!(
         out,
         "  preselected queues: {}",
-        list(&job["preselected_queues"])
+        names(&view.preselected_queues)
     );
-    for delivery in items(&job["deliveries"]) {
+    for delivery in &view.deliveries {
         let _ = writeln!(
             out,
             "  delivery {} to {}: {}",
-            text(&delivery["id"]),
-            text(&delivery["queue"]),
-            delivery_state(delivery)
+            delivery.id,
+            delivery.queue,
+            delivery.describe()
         );
     }
     out
 }
 
-fn jobs(answer: &Value) -> String {
-    let row = |job: &Value| {
-        vec![
-            text(&job["id"]),
-            text(&job["order_number"]),
-            text(&job["name"]),
-            words(&job["state"]),
-            list(&job["preselected_queues"]),
-            items(&job["deliveries"])
-                .iter()
-                .map(|d| format!("{}: {}", text(&d["queue"]), delivery_state(d)))
-                .collect::<Vec<_>>()
-                .join("; "),
-        ]
-    };
-    let header = ["JOB", "ORDER", "NAME", "STATE", "QUEUES", "DELIVERIES"];
-    if let Some(groups) = answer["groups"].as_array() {
-        let mut out = String::new();
-        for group in groups {
-            let _ = writeln!(out, "order {}", text(&group["order_number"]));
-            let rows: Vec<Vec<String>> = items(&group["jobs"]).iter().map(row).collect();
-            out.push_str(&table(&header, &rows));
-            out.push('\n');
-        }
-        return if out.is_empty() {
-            "no jobs\n".into()
-        } else {
-            out
-        };
-    }
-    let rows: Vec<Vec<String>> = items(&answer["jobs"]).iter().map(row).collect();
-    if rows.is_empty() {
+fn job_table(jobs: &[JobView]) -> String {
+    if jobs.is_empty() {
         return "no jobs\n".into();
     }
-    table(&header, &rows)
+    let rows: Vec<Vec<String>> = jobs
+        .iter()
+        .map(|view| {
+            let job = &view.job;
+            vec![
+                job.id.clone(),
+                job.order_number.clone().unwrap_or_else(|| "-".into()),
+                job.name.clone(),
+                job.state.label().into(),
+                names(&view.preselected_queues),
+                view.deliveries
+                    .iter()
+                    .map(|d| format!("{}: {}", d.queue, d.describe()))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ]
+        })
+        .collect();
+    table(
+        &["JOB", "ORDER", "NAME", "STATE", "QUEUES", "DELIVERIES"],
+        &rows,
+    )
 }
 
-fn sent(answer: &Value) -> String {
+fn job_groups(groups: &JobGroups) -> String {
+    if groups.groups.is_empty() {
+        return "no jobs\n".into();
+    }
     let mut out = String::new();
-    for result in items(&answer["results"]) {
-        if result["ok"].as_bool() == Some(true) {
+    for group in &groups.groups {
+        match &group.order_number {
+            Some(number) => {
+                let _ = writeln!(out, "order {number}");
+            }
+            None => out.push_str("jobs without an order\n"),
+        }
+        out.push_str(&job_table(&group.jobs));
+        out.push('\n');
+    }
+    out
+}
+
+fn sent(answer: &SendAnswer) -> String {
+    let mut out = String::new();
+    for result in &answer.results {
+        if result.ok {
             let _ = writeln!(
                 out,
                 "{}: sent (deliveries {})",
-                text(&result["job"]),
-                list(&result["deliveries"])
+                result.job,
+                names(&result.deliveries)
             );
         } else {
-            let _ = writeln!(
-                out,
-                "{}: not sent: {}",
-                text(&result["job"]),
-                text(&result["error"])
-            );
+            let why = result.error.as_deref().unwrap_or("refused");
+            let _ = writeln!(out, "{}: not sent: {why}", result.job);
         }
     }
     out
 }
 
-fn queues(answer: &Value) -> String {
-    let rows: Vec<Vec<String>> = items(&answer["queues"])
+fn queues(list: &QueueList) -> String {
+    if list.queues.is_empty() {
+        return "no queue is connected (tbot mock queues --all lists every one)\n".into();
+    }
+    let rows: Vec<Vec<String>> = list
+        .queues
         .iter()
-        .map(|queue| {
-            let mut status = text(&queue["status"]);
-            if queue["connected"].as_bool() == Some(false) {
+        .map(|view| {
+            let queue = &view.queue;
+            let mut status = wire_name(&queue.status);
+            if !view.connected {
                 status = "not connected".into();
-            } else if let Some(detail) = queue["detail"].as_str() {
+            } else if let Some(detail) = &queue.detail {
                 let _ = write!(status, ": {detail}");
             }
+            let agents: Vec<String> = queue.agent_names.iter().cloned().collect();
             vec![
-                text(&queue["name"]),
-                text(&queue["kind"]),
+                queue.name.clone(),
+                wire_name(&queue.kind),
                 status,
-                list(&queue["agent_names"]),
-                text(&queue["last_heartbeat"]),
+                names(&agents),
+                moment(queue.last_heartbeat),
             ]
         })
         .collect();
-    if rows.is_empty() {
-        return "no queue is connected (tbot mock queues --all lists every one)\n".into();
-    }
     table(
         &["QUEUE", "KIND", "STATUS", "AGENTS", "LAST HEARTBEAT"],
         &rows,
     )
 }
 
-fn deliveries(answer: &Value) -> String {
-    let rows: Vec<Vec<String>> = items(&answer["deliveries"])
-        .iter()
-        .map(|d| {
-            vec![
-                text(&d["id"]),
-                text(&d["job"]),
-                text(&d["queue"]),
-                delivery_state(d),
-            ]
-        })
-        .collect();
-    if rows.is_empty() {
+fn deliveries(list: &DeliveryList) -> String {
+    if list.deliveries.is_empty() {
         return "no deliveries\n".into();
     }
+    let rows: Vec<Vec<String>> = list
+        .deliveries
+        .iter()
+        .map(|d| vec![d.id.clone(), d.job.clone(), d.queue.clone(), d.describe()])
+        .collect();
     table(&["DELIVERY", "JOB", "QUEUE", "STATE"], &rows)
 }
 
-fn order_details(order: &Value) -> String {
-    let mut out = format!("order {}", text(&order["number"]));
-    let store = &order["store"];
-    if store.is_object() {
-        let _ = writeln!(
-            out,
-            " from the store (store order {}), customer {}, paid by {}",
-            text(&store["store_order_id"]),
-            text(&store["customer"]),
-            words(&store["payment"])
-        );
-        let rows: Vec<Vec<String>> = items(&store["line_items"])
-            .iter()
-            .map(|item| {
-                let to = &item["ship_to"];
-                vec![
-                    text(&item["name"]),
-                    text(&item["product"]),
-                    text(&item["quantity"]),
-                    text(&item["price"]),
-                    text(&item["shipping"]),
-                    format!(
-                        "{}, {}, {} {}, {}",
-                        text(&to["name"]),
-                        text(&to["street"]),
-                        text(&to["postal_code"]),
-                        text(&to["city"]),
-                        text(&to["country"])
-                    ),
-                    text(&item["job"]),
-                ]
-            })
-            .collect();
-        out.push_str(&table(
-            &[
-                "LINE ITEM",
-                "PRODUCT",
-                "QTY",
-                "PRICE",
-                "SHIPPING",
-                "SHIP TO",
-                "JOB",
-            ],
-            &rows,
-        ));
-    } else {
-        out.push_str(", made on the job side\n");
+fn order_details(details: &OrderDetails) -> String {
+    let order = &details.order;
+    let mut out = format!("order {}", order.number);
+    match &order.store {
+        Some(store) => {
+            let _ = writeln!(
+                out,
+                " from the store (store order {}), customer {}, paid by {}",
+                store.store_order_id,
+                store.customer,
+                store.payment.label()
+            );
+            let rows: Vec<Vec<String>> = store
+                .line_items
+                .iter()
+                .map(|item| {
+                    let to = &item.ship_to;
+                    vec![
+                        item.name.clone(),
+                        item.product.clone(),
+                        item.quantity.to_string(),
+                        item.price.clone(),
+                        item.shipping.clone(),
+                        format!(
+                            "{}, {}, {} {}, {}",
+                            to.name, to.street, to.postal_code, to.city, to.country
+                        ),
+                        item.job.clone(),
+                    ]
+                })
+                .collect();
+            out.push_str(&table(
+                &[
+                    "LINE ITEM",
+                    "PRODUCT",
+                    "QTY",
+                    "PRICE",
+                    "SHIPPING",
+                    "SHIP TO",
+                    "JOB",
+                ],
+                &rows,
+            ));
+        }
+        None => out.push_str(", made on the job side\n"),
     }
-    for job in items(&order["job_states"]) {
-        let _ = writeln!(
-            out,
-            "job {} {}: {}",
-            text(&job["id"]),
-            text(&job["name"]),
-            words(&job["state"])
-        );
+    for job in &details.job_states {
+        let _ = writeln!(out, "job {} {}: {}", job.id, job.name, job.state.label());
     }
-    if store.is_object() {
-        out.push_str(&match &store["closeout"] {
-            Value::Null => match store["settlement_error"].as_str() {
-                Some(error) => format!("not closed out: the last settlement failed: {error}\n"),
-                None => "not closed out yet\n".into(),
-            },
-            closeout => closeout_sentence(closeout),
+    if let Some(store) = &order.store {
+        out.push_str(&match (&store.closeout, &store.settlement_error) {
+            (Some(done), _) => closeout(done),
+            (None, Some(error)) => format!("not closed out: the last settlement failed: {error}\n"),
+            (None, None) => "not closed out yet\n".into(),
         });
     }
     out
 }
 
-fn closeout_sentence(closeout: &Value) -> String {
+fn closeout(closeout: &Closeout) -> String {
     let mut out = format!(
         "closed out at {}: packing slip and invoice (total {}) made",
-        text(&closeout["closed_at"]),
-        text(&closeout["invoice"]["total"])
+        moment(closeout.closed_at),
+        closeout.invoice.total
     );
-    if let Some(charge) = closeout["settlement"].as_object() {
+    if let Some(charge) = &closeout.settlement {
         let _ = write!(
             out,
             "; card settled, charge {} of {}",
-            text(&charge["id"]),
-            text(&charge["amount"])
+            charge.id, charge.amount
         );
     }
     out.push('\n');
     out
-}
-
-fn closeout(answer: &Value) -> String {
-    closeout_sentence(answer)
 }
 
 fn settings(settings: &Value) -> String {
@@ -414,27 +403,38 @@ mod tests {
         let said = render(
             Shape::Job,
             &json!({"id": "J-1001", "name": "Cards", "order_number": "MC-1",
-                    "state": "sent_to_production", "files": [{"name": "cards.pdf", "size": 2048}],
+                    "state": "sent_to_production", "queues": [], "send_count": 1,
+                    "error": null, "awaiting_queue": false,
+                    "files": [{"id": "F-1", "name": "cards.pdf", "size": 2048,
+                               "sha256": "00", "location": {"kind": "stored"}}],
                     "preselected_queues": ["indigo"],
-                    "deliveries": [{"id": "D-1", "queue": "indigo", "state": "completed",
-                                    "agent": "agent-1", "events": [{"event": "picked_up"}]}]}),
+                    "deliveries": [{"id": "D-1", "job": "J-1001", "queue": "indigo",
+                                    "send_count": 1, "state": "completed", "agent": "agent-1",
+                                    "files": [], "leases": 1, "last_failure": null,
+                                    "events": [{"event": "picked_up", "path": "x",
+                                                "at": "2026-11-22T08:00:00Z"}]}]}),
         );
         assert_eq!(
             said,
             "J-1001 Cards (order MC-1): sent to production\n  file cards.pdf (2.0 KiB)\n  \
-             preselected queues: indigo\n  delivery D-1 to indigo: completed (agent-1), picked up\n"
+             preselected queues: indigo\n  delivery D-1 to indigo: delivered (0 files), picked up \
+             by the device\n"
         );
     }
 
     #[test]
     fn a_list_lines_its_columns_up() {
+        let queue =
+            |name: &str, kind: &str, status: &str, detail: Option<&str>, agents: &[&str]| {
+                json!({"name": name, "kind": kind, "status": status, "detail": detail,
+                   "connected": true, "agents": agents, "agent_names": agents,
+                   "last_heartbeat": "2026-11-22T08:00:00Z"})
+            };
         let said = render(
             Shape::Queues,
             &json!({"queues": [
-                {"name": "indigo-7900", "kind": "printer", "status": "ready", "connected": true,
-                 "agent_names": ["floor-1"], "last_heartbeat": "2026-11-22T08:00:00Z"},
-                {"name": "ctp", "kind": "ctp", "status": "unavailable", "connected": true,
-                 "detail": "hotfolder missing", "agent_names": [], "last_heartbeat": "2026-11-22T08:00:01Z"}]}),
+                queue("indigo-7900", "printer", "ready", None, &["floor-1"]),
+                queue("ctp", "ctp", "unavailable", Some("hotfolder missing"), &[])]}),
         );
         let lines: Vec<&str> = said.lines().collect();
         assert_eq!(
@@ -443,8 +443,14 @@ mod tests {
         );
         assert_eq!(
             lines[2],
-            "ctp          ctp      unavailable: hotfolder missing  none     2026-11-22T08:00:01Z"
+            "ctp          ctp      unavailable: hotfolder missing  none     2026-11-22T08:00:00Z"
         );
+    }
+
+    #[test]
+    fn an_answer_of_another_shape_is_shown_as_it_came() {
+        let said = render(Shape::Job, &json!({"unexpected": true}));
+        assert!(said.contains("\"unexpected\": true"), "{said}");
     }
 
     #[test]

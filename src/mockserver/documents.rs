@@ -7,7 +7,7 @@ use maud::{html, Markup, PreEscaped, DOCTYPE};
 use axum::http::StatusCode;
 
 use super::api_error::ApiError;
-use super::model::{unknown_order, Charge, Invoice, Model, PackingSlip, Payment};
+use super::model::{unknown_order, Charge, Invoice, Model, PackingSlip};
 
 /// The closed-out order's `document` (`packing-slip` or `invoice`) as a page of its own.
 pub fn of_order(model: &Model, number: &str, document: &str) -> Result<String, ApiError> {
@@ -97,7 +97,7 @@ pub fn packing_slip_body(number: &str, slip: &PackingSlip) -> Markup {
 pub fn invoice_body(number: &str, invoice: &Invoice, settlement: Option<&Charge>) -> Markup {
     html! {
         h1 { "Invoice, order " (number) }
-        p { "Customer: " (invoice.customer) br; "Payment: " (payment_label(invoice.payment)) }
+        p { "Customer: " (invoice.customer) br; "Payment: " (invoice.payment.label()) }
         table {
             tr { th { "Item" } th.n { "Quantity" } th.n { "Price" } th.n { "Shipping" } }
             @for line in &invoice.lines {
@@ -114,18 +114,9 @@ pub fn invoice_body(number: &str, invoice: &Invoice, settlement: Option<&Charge>
     }
 }
 
-/// How the order is paid, in words.
-pub fn payment_label(payment: Payment) -> &'static str {
-    match payment {
-        Payment::CreditCard => "credit card",
-        Payment::Invoice => "invoice",
-        Payment::PurchaseOrder => "purchase order",
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::super::model::{Address, InvoiceLine, SlipItem};
+    use super::super::model::{Address, InvoiceLine, Payment, SlipItem};
     use super::*;
 
     #[test]

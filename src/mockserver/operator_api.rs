@@ -15,16 +15,20 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::api_error::{invalid, ApiError, ApiJson};
-use super::auth::Operator;
+use super::auth::{Accounts, Operator};
 use super::documents;
 use super::faults::Faults;
 use super::file_spec::{read_file_specs, FileSpec};
 use super::file_store::StoredFile;
 use super::model::{
-    unknown_job, unknown_order, CloseoutRequest, FileLocation, Job, JobAction, Model, NewFile,
-    Permission, SettingsChange,
+    check_order_number, unknown_job, unknown_order, Closeout, CloseoutRequest, FileLocation,
+    JobAction, NewFile, Permission, SettingsChange,
 };
 use super::AppState;
+use crate::operator_views::{
+    DeliveryList, JobGroups, JobList, JobView, LoggedIn, OrderDetails, QueueList, QueueView,
+    SendAnswer,
+};
 
 /// Largest file a person can upload to the in-memory mock server.
 const MAX_UPLOAD: usize = 4 * 1024 * 1024 * 1024;
@@ -131,8 +135,8 @@ struct QueueListQuery {
 async fn log_in(
     State(state): State<Arc<AppState>>,
     ApiJson(login): ApiJson<LogIn>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
-    if !state.accounts.check_password(&login.name, &login.password) {
+) -> Result<(StatusCode, Json<LoggedIn>), ApiError> {
+    if !Accounts::log_in(&state, &login.name, &login.password).await {
         tracing::warn!(
             "a log-in as {:?} was refused: wrong name or password",
             login.name
@@ -148,7 +152,11 @@ async fn log_in(
     tracing::info!("{} logged in for an API token", login.name);
     Ok((
         StatusCode::CREATED,
-        Json(json!({"token": token, "user": login.name, "profile": profile})),
+        Json(LoggedIn {
+            token,
+            user: login.name,
+            profile,
+        }),
     ))
 }
 
@@ -157,46 +165,20 @@ fn require(state: &AppState, user: &str, permission: Permission) -> Result<(), A
     Ok(state.model().check_permission(user, permission)?)
 }
 
-/// A job with its deliveries, as operators see it.
-fn job_view(model: &Model, job: &Job) -> Value {
-    let deliveries: Vec<&super::model::Delivery> = model
-        .deliveries
-        .values()
-        .filter(|d| d.job == job.id)
-        .collect();
-    let mut view = serde_json::to_value(job).unwrap_or_default();
-    view["deliveries"] = serde_json::to_value(deliveries).unwrap_or_default();
-    view["preselected_queues"] = json!(model.preselected_queues(job));
-    view
-}
-
 async fn list_jobs(
     State(state): State<Arc<AppState>>,
     _: Operator,
     Query(query): Query<JobListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let model = state.model();
-    let jobs = model.jobs_by_order();
+    let jobs: Vec<JobView> = model
+        .jobs_by_order()
+        .into_iter()
+        .map(|job| JobView::of(&model, job))
+        .collect();
     match query.group.as_deref() {
-        None => Ok(Json(
-            json!({"jobs": jobs.iter().map(|j| job_view(&model, j)).collect::<Vec<_>>() }),
-        )),
-        Some("order_number") => {
-            let mut groups: Vec<Value> = Vec::new();
-            for job in jobs {
-                let same_group = groups
-                    .last()
-                    .is_some_and(|g| g["order_number"] == json!(job.order_number));
-                if !same_group {
-                    groups.push(json!({"order_number": job.order_number, "jobs": []}));
-                }
-                let group = groups.last_mut().expect("pushed above");
-                if let Some(list) = group["jobs"].as_array_mut() {
-                    list.push(job_view(&model, job));
-                }
-            }
-            Ok(Json(json!({ "groups": groups })))
-        }
+        None => Ok(Json(JobList { jobs }).into_response()),
+        Some("order_number") => Ok(Json(JobGroups::of(jobs)).into_response()),
         Some(other) => Err(invalid(format!(
             "jobs can be grouped by order_number, not {other:?}"
         ))),
@@ -207,20 +189,20 @@ async fn show_job(
     State(state): State<Arc<AppState>>,
     _: Operator,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<JobView>, ApiError> {
     let model = state.model();
     let job = model
         .jobs
         .get(&id)
         .ok_or_else(|| ApiError::from(unknown_job(&id)))?;
-    Ok(Json(job_view(&model, job)))
+    Ok(Json(JobView::of(&model, job)))
 }
 
 async fn create_job(
     State(state): State<Arc<AppState>>,
     Operator(user): Operator,
     ApiJson(request): ApiJson<CreateJob>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<JobView>), ApiError> {
     require(&state, &user, Permission::CreateJobs)?;
     let (new_files, contents) = read_file_specs(request.files)?;
     let view = state.change(|model| {
@@ -238,7 +220,7 @@ async fn create_job(
                 state.files.put(&file.id, stored);
             }
         }
-        Ok::<_, ApiError>(job_view(model, &job))
+        Ok::<_, ApiError>(JobView::of(model, &job))
     })??;
     Ok((StatusCode::CREATED, Json(view)))
 }
@@ -275,12 +257,12 @@ async fn job_action(
     State(state): State<Arc<AppState>>,
     Operator(user): Operator,
     Path((id, action)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<JobView>, ApiError> {
     let action: JobAction = action.parse()?;
     let now = state.clock.now();
     state.change(|model| {
         model.act_on_job(&user, &id, action, now)?;
-        Ok(Json(job_view(model, &model.jobs[&id])))
+        Ok(Json(JobView::of(model, &model.jobs[&id])))
     })?
 }
 
@@ -289,12 +271,12 @@ async fn set_job_queues(
     Operator(user): Operator,
     Path(id): Path<String>,
     ApiJson(choice): ApiJson<QueueChoice>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<JobView>, ApiError> {
     require(&state, &user, Permission::CreateJobs)?;
     let now = state.clock.now();
     state.change(|model| {
         model.set_job_queues(&id, choice.queues, now)?;
-        Ok(Json(job_view(model, &model.jobs[&id])))
+        Ok(Json(JobView::of(model, &model.jobs[&id])))
     })?
 }
 
@@ -304,36 +286,27 @@ async fn show_order(
     State(state): State<Arc<AppState>>,
     _: Operator,
     Path(number): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<OrderDetails>, ApiError> {
     let model = state.model();
     let order = model
         .orders
         .get(&number)
         .ok_or_else(|| ApiError::from(unknown_order(&number)))?;
-    let jobs: Vec<Value> = order
-        .jobs
-        .iter()
-        .filter_map(|id| model.jobs.get(id))
-        .map(|job| json!({"id": job.id, "name": job.name, "state": job.state}))
-        .collect();
-    let mut view = json!(order);
-    view["job_states"] = json!(jobs);
-    view["closed_out"] = json!(order.store.as_ref().is_some_and(|s| s.closeout.is_some()));
-    Ok(Json(view))
+    Ok(Json(OrderDetails::of(&model, order)))
 }
 
-/// Closes out a store order as the user in the `X-Tbot-User` header.
+/// Closes out a store order as the user acting.
 async fn close_out(
     State(state): State<Arc<AppState>>,
     Operator(user): Operator,
     Path(number): Path<String>,
     ApiJson(request): ApiJson<CloseoutRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Closeout>, ApiError> {
     let now = state.clock.now();
     let fault = state.faults.get().payment;
     let closeout =
         state.change(|model| model.close_out(&user, &number, &request, fault, now))??;
-    Ok(Json(json!(closeout)))
+    Ok(Json(closeout))
 }
 
 /// The packing slip or the invoice of a closed-out order, as a page to print.
@@ -356,9 +329,7 @@ async fn upsert_order(
     ApiJson(request): ApiJson<UpsertOrder>,
 ) -> Result<Json<Value>, ApiError> {
     require(&state, &user, Permission::CreateJobs)?;
-    if request.number.trim().is_empty() {
-        return Err(invalid("an order needs a number"));
-    }
+    check_order_number(&request.number)?;
     let now = state.clock.now();
     state.change(|model| {
         match request.queues {
@@ -378,6 +349,7 @@ async fn set_order_queues(
     ApiJson(choice): ApiJson<QueueChoice>,
 ) -> Result<Json<Value>, ApiError> {
     require(&state, &user, Permission::CreateJobs)?;
+    check_order_number(&number)?;
     let now = state.clock.now();
     state.change(|model| {
         model.set_order_queues(&number, choice.queues, now);
@@ -394,38 +366,36 @@ async fn send_order(
     Ok(Json(json!({})))
 }
 
-/// Send to Production (or Send Again) for one or many jobs, as the user named in the
-/// `X-Tbot-User` header. Answers per job.
+/// Send to Production (or Send Again) for one or many jobs, as the user acting.
+/// Answers per job.
 async fn send(
     State(state): State<Arc<AppState>>,
     Operator(user): Operator,
     ApiJson(request): ApiJson<SendRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SendAnswer>, ApiError> {
     let now = state.clock.now();
     let results = state
         .change(|model| model.send(&user, &request.jobs, request.queues.as_deref(), now))??;
-    Ok(Json(json!({ "results": results })))
+    Ok(Json(SendAnswer { results }))
 }
 
 async fn list_queues(
     State(state): State<Arc<AppState>>,
     _: Operator,
     Query(query): Query<QueueListQuery>,
-) -> Json<Value> {
+) -> Json<QueueList> {
     let now = state.clock.now();
     let model = state.model();
-    let queues: Vec<Value> = model
+    let queues = model
         .queues
         .values()
-        .map(|queue| (queue, model.is_connected(queue, now)))
-        .filter(|(_, connected)| query.all || *connected)
-        .map(|(queue, connected)| {
-            let mut view = json!(queue);
-            view["connected"] = json!(connected);
-            view
+        .map(|queue| QueueView {
+            queue: queue.clone(),
+            connected: model.is_connected(queue, now),
         })
+        .filter(|view| query.all || view.connected)
         .collect();
-    Json(json!({ "queues": queues }))
+    Json(QueueList { queues })
 }
 
 /// The agents heard from: the name each is configured with, its token's name here,
@@ -434,8 +404,10 @@ async fn list_agents(State(state): State<Arc<AppState>>, _: Operator) -> Json<Va
     Json(json!({ "agents": state.model().agents }))
 }
 
-async fn list_deliveries(State(state): State<Arc<AppState>>, _: Operator) -> Json<Value> {
-    Json(json!({ "deliveries": state.model().deliveries.values().collect::<Vec<_>>() }))
+async fn list_deliveries(State(state): State<Arc<AppState>>, _: Operator) -> Json<DeliveryList> {
+    Json(DeliveryList {
+        deliveries: state.model().deliveries.values().cloned().collect(),
+    })
 }
 
 async fn show_settings(State(state): State<Arc<AppState>>, _: Operator) -> Json<Value> {

@@ -2,6 +2,7 @@
 //! WebDriver by its own chromedriver, one of each per test.
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -33,7 +34,9 @@ impl Browser {
             .and_then(|listener| listener.local_addr())
             .expect("a free port")
             .port();
+        // Its own process group, so that the browser it starts goes with it.
         let driver = std::process::Command::new(CHROMEDRIVER)
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -91,12 +94,43 @@ impl Browser {
         self.find(css).await.send_keys(text).await.expect("typed");
     }
 
+    /// Clicks the element matching `css`, again if the page replaced it meanwhile (the
+    /// live tiles); a click that happened is never repeated.
     pub async fn click(&self, css: &str) {
-        self.find(css)
-            .await
-            .click()
-            .await
-            .unwrap_or_else(|err| panic!("click {css}: {err}"));
+        wait_until(
+            &format!("a click on {css}"),
+            Duration::from_secs(10),
+            || async {
+                match self.find(css).await.click().await {
+                    Ok(()) => Some(()),
+                    Err(fantoccini::error::CmdError::Standard(err))
+                        if err.error == fantoccini::error::ErrorStatus::StaleElementReference =>
+                    {
+                        None
+                    }
+                    Err(err) => panic!("click {css}: {err}"),
+                }
+            },
+        )
+        .await;
+    }
+
+    /// Ticks a checkbox and waits until the page shows it ticked: the page re-renders
+    /// its tiles every two seconds, so a click can land on one just replaced.
+    pub async fn tick(&self, css: &str) {
+        wait_until(
+            &format!("{css} ticked"),
+            Duration::from_secs(10),
+            || async {
+                let boxed = self.client.find(Locator::Css(css)).await.ok()?;
+                if boxed.is_selected().await.ok()? {
+                    return Some(());
+                }
+                let _ = boxed.click().await;
+                None
+            },
+        )
+        .await;
     }
 
     pub async fn find(&self, css: &str) -> fantoccini::elements::Element {
@@ -142,15 +176,16 @@ impl Browser {
         std::fs::write(path, png).expect("the screenshot is written");
     }
 
-    pub async fn close(mut self) {
+    pub async fn close(self) {
         let _ = self.client.clone().close().await;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
     }
 }
 
 impl Drop for Browser {
+    /// Chromedriver and every browser process it started, also when a test panics.
     fn drop(&mut self) {
-        let _ = self.driver.kill();
+        let group = rustix::process::Pid::from_child(&self.driver);
+        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        let _ = self.driver.wait();
     }
 }

@@ -198,3 +198,26 @@ async fn the_mock_server_will_not_start_without_someone_to_log_in() {
         "{said}"
     );
 }
+
+#[tokio::test]
+async fn tbot_mock_reads_as_sentences_and_a_refused_send_fails() {
+    let server = start_server(|_| {}).await;
+    let owner = operator(&server, "owner");
+    let job = owner.create_job("Cards", Some("MC-1"), &[]).await.unwrap();
+    let shown = run_tbot_mock(&server, &["job", &job]).await;
+    assert!(shown.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&shown.stdout),
+        format!("{job} Cards (order MC-1): in progress\n  preselected queues: none\n")
+    );
+    let refused = run_tbot_mock(&server, &["send", &job]).await;
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stdout);
+    assert!(
+        said.contains("not sent: job") && said.contains("only an approved job"),
+        "{said}"
+    );
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("1 of the jobs were not sent"), "{why}");
+    server.stop().await;
+}

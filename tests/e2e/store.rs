@@ -180,3 +180,38 @@ async fn a_store_order_for_an_unknown_product_is_refused_and_makes_nothing() {
     assert_eq!(jobs["jobs"], json!([]), "{jobs}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn an_order_number_a_browser_would_read_as_a_path_step_is_refused() {
+    let server = start_store_server(STORE_TOKEN).await;
+    let owner = operator(&server, "owner");
+    for number in ["..", ".", " ", "MC\n1"] {
+        let order = json!({
+            "store_order_id": format!("S-{number}"), "order_number": number,
+            "customer": "Smith & Co", "payment": "invoice",
+            "line_items": [{"product": "business-cards", "name": "Cards", "quantity": 1,
+                            "price": "10.00", "shipping": "0.00",
+                            "ship_to": {"name": "J", "street": "S", "city": "C",
+                                        "postal_code": "1", "country": "US"}}]
+        });
+        let (status, refused) = post_order(&server.url(), STORE_TOKEN, &order).await;
+        assert_eq!(status, 422, "{number:?}: {refused}");
+        let refused = owner
+            .post("/orders", json!({"number": number}))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("422"), "{number:?}: {refused}");
+        let refused = owner
+            .post("/jobs", json!({"name": "Cards", "order_number": number}))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("cannot be an order number"),
+            "{number:?}: {refused}"
+        );
+    }
+    assert_eq!(owner.get("/orders").await.unwrap()["orders"], json!([]));
+    server.stop().await;
+}

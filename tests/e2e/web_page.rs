@@ -133,7 +133,7 @@ async fn a_job_goes_from_creation_to_delivered_on_the_web_page() {
 
     // Send to Production: the window lists the queue with its kind and status, the
     // preselected one checked.
-    browser.click(&format!("{tile} input[name=job]")).await;
+    browser.tick(&format!("{tile} input[name=job]")).await;
     browser.click("#send").await;
     browser.wait_for_text("h1", "Send to Production").await;
     let row = "tr[data-queue='indigo-7900']";
@@ -270,19 +270,38 @@ async fn a_form_without_its_sessions_csrf_token_changes_nothing() {
     let approve = format!("{}/jobs/{job}/approve", server.url());
     let (status, page) = post_form(&approve, &session, &[("csrf", "forged")]).await;
     assert_eq!(status, 403, "{page}");
-    // The operator API takes the session cookie too, but a change needs the token.
+    // The operator API takes no cookies: a browser session cannot reach it.
     let api = format!("{}/api/v1/operator/jobs/{job}/approve", server.url());
-    let http = reqwest::Client::new();
-    let refused = http
+    let refused = reqwest::Client::new()
         .post(&api)
         .header("cookie", &session)
         .json(&json!({}))
         .send()
         .await
         .unwrap();
-    assert_eq!(refused.status().as_u16(), 403);
+    assert_eq!(refused.status().as_u16(), 401);
     let said: Value = refused.json().await.unwrap();
-    assert_eq!(said["error"]["code"], json!("csrf"));
+    assert_eq!(said["error"]["code"], json!("not_logged_in"));
+    // A page on another port of this machine is the same site but another origin: its
+    // form is refused even when it carries the right token.
+    let foreign = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(&approve)
+        .header("cookie", &session)
+        .header("origin", "http://127.0.0.1:1")
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status().as_u16(), 403);
+    // Nor can another site put the page in a frame to steer clicks.
+    let login = reqwest::get(format!("{}/login", server.url()))
+        .await
+        .unwrap();
+    let policy = login.headers()["content-security-policy"].to_str().unwrap();
+    assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
     assert_eq!(
         owner.get(&format!("/jobs/{job}")).await.unwrap()["state"],
         json!("in_progress")
@@ -361,9 +380,10 @@ async fn an_order_is_closed_out_on_the_web_page() {
     browser.log_in(&server.url(), "owner", OWNER_PASSWORD).await;
     // Send only the first job; it is delivered and waits for the order's closeout.
     browser
-        .click(&format!("#job-{} input[name=job]", jobs[0]))
+        .tick(&format!("#job-{} input[name=job]", jobs[0]))
         .await;
     browser.click("#send").await;
+    browser.wait_for_text("h1", "Send to Production").await;
     browser.click("#send-now").await;
     browser
         .wait_for_text(&format!("li[data-job='{}']", jobs[0]), "sent to")
@@ -457,6 +477,12 @@ async fn an_order_is_closed_out_on_the_web_page() {
         .await;
     browser.wait_for_text("h1", "Order details").await;
     assert_eq!(browser.count("#closeout-order").await, 0);
+    browser
+        .goto(&format!("{}/orders/MC-7002/closeout", server.url()))
+        .await;
+    browser
+        .wait_for_text("p.refusal", "close-out-orders permission")
+        .await;
     browser.close().await;
     agent.stop().await;
     server.stop().await;

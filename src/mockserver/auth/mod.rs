@@ -1,5 +1,5 @@
 //! Who is acting: operators prove it with their password once, then with an API token
-//! (`tbot mock`) or a session cookie (the web page). No request acts as a user it has
+//! (`tbot mock`, the operator API) or a session cookie (the web page). No request acts as a user it has
 //! not proved it is.
 
 mod password;
@@ -22,9 +22,6 @@ use super::api_error::ApiError;
 use super::settings::UserEntry;
 use super::{bearer_token, AppState};
 
-/// The header a page's own script sends its session's CSRF token in.
-pub const CSRF_HEADER: &str = "x-csrf-token";
-
 /// 32 random bytes as hex: session ids, CSRF tokens and API tokens.
 pub(crate) fn random_token() -> String {
     let mut bytes = [0u8; 32];
@@ -40,6 +37,9 @@ pub struct Accounts {
     /// SHA-256 of each API token to its user: the tokens themselves are not kept.
     api_tokens: Mutex<HashMap<String, String>>,
     pub sessions: Sessions,
+    /// One password check at a time: argon2 is slow on purpose, and a flood of log-ins
+    /// must leave the other core to the agents' requests.
+    password_checks: tokio::sync::Semaphore,
 }
 
 impl Accounts {
@@ -52,11 +52,12 @@ impl Accounts {
             decoy: PasswordHash::of(&random_token()),
             api_tokens: Mutex::default(),
             sessions: Sessions::default(),
+            password_checks: tokio::sync::Semaphore::new(1),
         }
     }
 
-    /// Whether `name` is a user and `password` is theirs.
-    pub fn check_password(&self, name: &str, password: &str) -> bool {
+    /// Whether `name` is a user and `password` is theirs (blocks for argon2's while).
+    fn check_password(&self, name: &str, password: &str) -> bool {
         match self.passwords.get(name) {
             Some(hash) => hash.matches(password),
             None => {
@@ -64,6 +65,18 @@ impl Accounts {
                 false
             }
         }
+    }
+
+    /// Whether `name` logs in with `password`, checked on the blocking pool, one check
+    /// at a time.
+    pub async fn log_in(state: &Arc<AppState>, name: &str, password: &str) -> bool {
+        let Ok(_turn) = state.accounts.password_checks.acquire().await else {
+            return false;
+        };
+        let (state, name, password) = (state.clone(), name.to_string(), password.to_string());
+        tokio::task::spawn_blocking(move || state.accounts.check_password(&name, &password))
+            .await
+            .unwrap_or(false)
     }
 
     /// A new API token that acts as `user` until the server stops.
@@ -84,10 +97,8 @@ impl Accounts {
     }
 
     /// The session a request's cookie names, if it is open.
-    pub fn session_of(&self, cookies: &CookieJar) -> Option<(String, Session)> {
-        let id = cookies.get(SESSION_COOKIE)?.value().to_string();
-        let session = self.sessions.find(&id)?;
-        Some((id, session))
+    pub fn session_of(&self, cookies: &CookieJar) -> Option<Session> {
+        self.sessions.find(cookies.get(SESSION_COOKIE)?.value())
     }
 }
 
@@ -95,8 +106,8 @@ fn digest(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-/// The user an operator API request acts as, proved by an API token or by a session
-/// cookie; a session's request that changes something must also carry its CSRF token.
+/// The user an operator API request acts as, proved by its API token. The API takes no
+/// cookies: a browser's session reaches only the web page's own forms.
 pub struct Operator(pub String);
 
 impl FromRequestParts<Arc<AppState>> for Operator {
@@ -120,33 +131,11 @@ impl FromRequestParts<Arc<AppState>> for Operator {
                     )
                 });
         }
-        let cookies = CookieJar::from_headers(&parts.headers);
-        let Some((_, session)) = state.accounts.session_of(&cookies) else {
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "not_logged_in",
-                "log in first: send an API token from `tbot mock login` as \
-                 `Authorization: Bearer TOKEN`",
-            ));
-        };
-        if !parts.method.is_safe() {
-            let sent = parts
-                .headers
-                .get(CSRF_HEADER)
-                .and_then(|value| value.to_str().ok());
-            if sent != Some(session.csrf.as_str()) {
-                return Err(csrf_refused());
-            }
-        }
-        Ok(Operator(session.user))
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "not_logged_in",
+            "log in first: send an API token from `tbot mock login` as \
+             `Authorization: Bearer TOKEN`",
+        ))
     }
-}
-
-/// The refusal of a change whose CSRF token is missing or not the session's.
-pub fn csrf_refused() -> ApiError {
-    ApiError::new(
-        StatusCode::FORBIDDEN,
-        "csrf",
-        "the request does not carry this session's CSRF token: reload the page and try again",
-    )
 }

@@ -15,17 +15,42 @@ pub const SESSION_COOKIE: &str = "tbot_session";
 /// A session unused this long is over: the person logs in again.
 const IDLE_LIMIT: Duration = Duration::from_secs(12 * 60 * 60);
 
+/// No session lasts longer, even on a screen that stays open (its page keeps asking).
+const AGE_LIMIT: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// Who a session belongs to, and the token its forms must send back.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Session {
     pub user: String,
     pub csrf: String,
 }
 
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("user", &self.user)
+            .field("csrf", &"***")
+            .finish()
+    }
+}
+
+/// A session with when it was opened and last used.
+struct Open {
+    session: Session,
+    opened: Instant,
+    seen: Instant,
+}
+
+impl Open {
+    fn is_over(&self) -> bool {
+        self.seen.elapsed() >= IDLE_LIMIT || self.opened.elapsed() >= AGE_LIMIT
+    }
+}
+
 /// The sessions open now. Kept in memory: a restarted server asks everyone to log in.
 #[derive(Default)]
 pub struct Sessions {
-    open: Mutex<HashMap<String, (Session, Instant)>>,
+    open: Mutex<HashMap<String, Open>>,
 }
 
 impl Sessions {
@@ -37,21 +62,29 @@ impl Sessions {
             csrf: random_token(),
         };
         let mut open = self.lock();
-        open.retain(|_, (_, seen)| seen.elapsed() < IDLE_LIMIT);
-        open.insert(id.clone(), (session, Instant::now()));
+        open.retain(|_, open| !open.is_over());
+        let now = Instant::now();
+        open.insert(
+            id.clone(),
+            Open {
+                session,
+                opened: now,
+                seen: now,
+            },
+        );
         id
     }
 
     /// The live session with this id, marked as just used.
     pub fn find(&self, id: &str) -> Option<Session> {
         let mut open = self.lock();
-        let (session, seen) = open.get_mut(id)?;
-        if seen.elapsed() >= IDLE_LIMIT {
+        let found = open.get_mut(id)?;
+        if found.is_over() {
             open.remove(id);
             return None;
         }
-        *seen = Instant::now();
-        Some(session.clone())
+        found.seen = Instant::now();
+        Some(found.session.clone())
     }
 
     /// Ends a session (logging out).
@@ -59,7 +92,7 @@ impl Sessions {
         self.lock().remove(id);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Session, Instant)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Open>> {
         self.open
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -92,6 +125,17 @@ mod tests {
         assert!(sessions.find("not-a-session").is_none());
         sessions.close(&id);
         assert!(sessions.find(&id).is_none());
+    }
+
+    #[test]
+    fn debug_output_hides_the_csrf_token() {
+        let sessions = Sessions::default();
+        let session = sessions.find(&sessions.open("owner")).unwrap();
+        let shown = format!("{session:?}");
+        assert!(
+            !shown.contains(&session.csrf) && shown.contains("owner"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -115,6 +115,24 @@ pub(super) fn job_number(id: &str) -> u64 {
     id.trim_start_matches("J-").parse().unwrap_or(u64::MAX)
 }
 
+/// Refuses an order number a person could not use: empty, with control characters, or
+/// `.` and `..`, which a browser would read as a step in the page's path.
+pub fn check_order_number(number: &str) -> Result<(), ModelError> {
+    if number.trim().is_empty()
+        || matches!(number, "." | "..")
+        || number.chars().any(char::is_control)
+    {
+        return Err(refuse(
+            ErrorKind::Invalid,
+            "invalid_order_number",
+            format!(
+                "{number:?} cannot be an order number: give letters or digits, such as MC-5521"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 impl Model {
     pub(super) fn job(&self, id: &str) -> Result<&Job, ModelError> {
         self.jobs.get(id).ok_or_else(|| unknown_job(id))
@@ -159,12 +177,8 @@ impl Model {
                 "a job needs a name",
             ));
         }
-        if order_number.is_some_and(|number| number.trim().is_empty()) {
-            return Err(refuse(
-                ErrorKind::Invalid,
-                "invalid_job",
-                "an order number, when given, must not be empty",
-            ));
+        if let Some(number) = order_number {
+            check_order_number(number)?;
         }
         let id = format!("J-{}", self.next_job);
         self.next_job += 1;

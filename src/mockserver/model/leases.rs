@@ -59,6 +59,30 @@ pub struct Delivery {
     pub events: Vec<RecordedEvent>,
 }
 
+impl Delivery {
+    /// Where the delivery is, in words a person reads (the web page, `tbot mock`).
+    pub fn describe(&self) -> String {
+        let mut label = match &self.state {
+            DeliveryState::Pending { not_before: None } => "waiting for an agent".to_string(),
+            DeliveryState::Pending {
+                not_before: Some(_),
+            } => "waiting to be tried again".to_string(),
+            DeliveryState::Leased { agent, .. } => format!("being delivered by {agent}"),
+            DeliveryState::Completed { files, .. } => {
+                format!("delivered ({} files)", files.len())
+            }
+            DeliveryState::Failed { reason, .. } => format!("failed: {reason}"),
+        };
+        if let Some(event) = self.events.last() {
+            label.push_str(match event.event {
+                FileEvent::PickedUp => ", picked up by the device",
+                FileEvent::Stalled => ", stalled in the hotfolder",
+            });
+        }
+        label
+    }
+}
+
 impl Model {
     /// Returns expired leases to pending.
     pub(super) fn expire_leases(&mut self, now: OffsetDateTime) {

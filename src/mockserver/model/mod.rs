@@ -24,7 +24,7 @@ pub use closeout::{
 };
 pub use error::{unknown_job, unknown_order, ErrorKind, ModelError};
 pub use job_actions::JobAction;
-pub use jobs::{FileLocation, Job, JobFile, JobState, NewFile, Order};
+pub use jobs::{check_order_number, FileLocation, Job, JobFile, JobState, NewFile, Order};
 pub use leases::{Delivery, DeliveryState, RecordedEvent};
 pub use people::{default_profiles, Permission, Profile};
 pub use queues::{AgentSeen, Queue};

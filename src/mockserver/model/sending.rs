@@ -1,7 +1,7 @@
 //! Send to Production, Send Again and AutoSend: which jobs may go to which queues, and
 //! the deliveries that sending makes.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::error::{refuse, unknown_order, ErrorKind, ModelError};
@@ -11,11 +11,11 @@ use super::people::Permission;
 use super::Model;
 
 /// The outcome of sending one job, in a multi-job send.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SendResult {
     pub job: String,
     pub ok: bool,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deliveries: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 
 use super::closeout::Closeout;
 use super::error::{refuse, ErrorKind, ModelError};
-use super::jobs::NewFile;
+use super::jobs::{check_order_number, NewFile};
 use super::Model;
 
 /// How the customer paid; only a credit card is settled at closeout.
@@ -19,6 +19,17 @@ pub enum Payment {
     CreditCard,
     Invoice,
     PurchaseOrder,
+}
+
+impl Payment {
+    /// How the order is paid, in words.
+    pub fn label(self) -> &'static str {
+        match self {
+            Payment::CreditCard => "credit card",
+            Payment::Invoice => "invoice",
+            Payment::PurchaseOrder => "purchase order",
+        }
+    }
 }
 
 /// Where a line item ships.
@@ -133,6 +144,7 @@ impl Model {
                 "a store order needs an order_number and a store_order_id".into(),
             );
         }
+        check_order_number(order_number)?;
         if self.orders.contains_key(order_number) {
             return Err(refuse(
                 ErrorKind::Conflict,

@@ -16,7 +16,8 @@ use super::super::model::{
 use super::super::AppState;
 use super::layout::{csrf_field, page, refusal_page, refused};
 use super::visitor::Visitor;
-use crate::protocol::{wire_name, FileEvent};
+use crate::operator_client::segment;
+use crate::protocol::wire_name;
 
 #[derive(Deserialize)]
 pub struct CsrfForm {
@@ -132,7 +133,7 @@ fn tile(model: &Model, visitor: &Visitor, job: &Job) -> Markup {
                         li data-queue=(delivery.queue) data-delivery-state=(delivery_code(delivery)) {
                             (delivery.queue)
                             @if delivery.send_count > 1 { " (send " (delivery.send_count) ")" }
-                            ": " (delivery_label(delivery))
+                            ": " (delivery.describe())
                         }
                     }
                 }
@@ -156,33 +157,11 @@ fn tile(model: &Model, visitor: &Visitor, job: &Job) -> Markup {
 fn delivery_code(delivery: &Delivery) -> String {
     match (&delivery.state, delivery.events.last()) {
         (DeliveryState::Completed { .. }, Some(event)) => wire_name(&event.event),
-        (state, _) => match state {
-            DeliveryState::Pending { .. } => "pending".into(),
-            DeliveryState::Leased { .. } => "leased".into(),
-            DeliveryState::Completed { .. } => "completed".into(),
-            DeliveryState::Failed { .. } => "failed".into(),
-        },
+        (DeliveryState::Completed { .. }, None) => "completed".into(),
+        (DeliveryState::Pending { .. }, _) => "pending".into(),
+        (DeliveryState::Leased { .. }, _) => "leased".into(),
+        (DeliveryState::Failed { .. }, _) => "failed".into(),
     }
-}
-
-/// Where a delivery is, in words.
-fn delivery_label(delivery: &Delivery) -> String {
-    let mut label = match &delivery.state {
-        DeliveryState::Pending { not_before: None } => "waiting for an agent".to_string(),
-        DeliveryState::Pending {
-            not_before: Some(_),
-        } => "waiting to be tried again".to_string(),
-        DeliveryState::Leased { agent, .. } => format!("being delivered by {agent}"),
-        DeliveryState::Completed { files, .. } => format!("delivered ({} files)", files.len()),
-        DeliveryState::Failed { reason, .. } => format!("failed: {reason}"),
-    };
-    if let Some(event) = delivery.events.last() {
-        label.push_str(match event.event {
-            FileEvent::PickedUp => ", picked up by the device",
-            FileEvent::Stalled => ", stalled in the hotfolder",
-        });
-    }
-    label
 }
 
 /// `a, b`, or `none`.
@@ -192,11 +171,6 @@ pub fn list_or_none(names: &[String]) -> String {
     } else {
         names.join(", ")
     }
-}
-
-/// `text` as one URL path segment.
-pub fn segment(text: &str) -> String {
-    crate::operator_client::segment(text)
 }
 
 /// A button on a tile: approve, hold, archive, complete, retain.

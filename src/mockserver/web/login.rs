@@ -11,7 +11,7 @@ use axum_extra::extract::{CookieJar, Form};
 use maud::html;
 use serde::Deserialize;
 
-use super::super::auth::{random_token, session_cookie, SESSION_COOKIE};
+use super::super::auth::{random_token, session_cookie, Accounts, SESSION_COOKIE};
 use super::super::AppState;
 use super::layout::page;
 use super::visitor::Visitor;
@@ -78,7 +78,7 @@ pub async fn submit(
             StatusCode::FORBIDDEN,
         );
     }
-    if !state.accounts.check_password(&form.name, &form.password) {
+    if !Accounts::log_in(&state, &form.name, &form.password).await {
         tracing::warn!(
             "a log-in as {:?} was refused: wrong name or password",
             form.name

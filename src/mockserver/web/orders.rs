@@ -11,12 +11,12 @@ use maud::{html, Markup};
 use serde::Deserialize;
 
 use super::super::api_error::ApiError;
-use super::super::documents::{self, invoice_body, packing_slip_body, payment_label};
+use super::super::documents::{self, invoice_body, packing_slip_body};
 use super::super::model::{unknown_order, CloseoutRequest, Order, Payment, Permission};
 use super::super::AppState;
-use super::jobs::segment;
-use super::layout::{csrf_field, page, refused};
+use super::layout::{csrf_field, page, refusal_page, refused};
 use super::visitor::Visitor;
+use crate::operator_client::segment;
 
 #[derive(Deserialize)]
 pub struct TabQuery {
@@ -44,7 +44,7 @@ pub async fn details(
     let body = html! {
         h1 { "Order details: " (number) }
         @if let Some(store) = &order.store {
-            p { "Customer: " strong { (store.customer) } " · Payment: " (payment_label(store.payment))
+            p { "Customer: " strong { (store.customer) } " · Payment: " (store.payment.label())
                 " · Store order " (store.store_order_id) }
             table #line-items {
                 thead { tr { th { "Line item" } th { "Product" } th.n { "Quantity" } th.n { "Price" }
@@ -117,6 +117,13 @@ pub async fn window(
     Path(number): Path<String>,
     Query(query): Query<TabQuery>,
 ) -> Response {
+    if !visitor.may(Permission::CloseOutOrders) {
+        return refusal_page(
+            &visitor,
+            StatusCode::FORBIDDEN,
+            "Your profile does not have the close-out-orders permission.",
+        );
+    }
     closeout_window(&state, &visitor, &number, query.tab.as_deref(), None)
 }
 

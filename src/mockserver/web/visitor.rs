@@ -49,7 +49,7 @@ impl FromRequestParts<Arc<AppState>> for Visitor {
     ) -> Result<Visitor, Response> {
         let cookies = CookieJar::from_headers(&parts.headers);
         match state.accounts.session_of(&cookies) {
-            Some((_, session)) => Ok(Visitor {
+            Some(session) => Ok(Visitor {
                 permissions: state.model().permissions_of(&session.user),
                 user: session.user,
                 csrf: session.csrf,

@@ -1,0 +1,139 @@
+//! What the mock job side's operator API answers, as types both ends share: the server
+//! builds them, `tbot mock` and the demo read them, the way `protocol.rs` is shared by
+//! agent and server.
+
+use serde::{Deserialize, Serialize};
+
+use crate::mockserver::model::{Delivery, Job, JobState, Model, Order, Queue, SendResult};
+
+/// A job with its deliveries and the queues preselected for it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobView {
+    #[serde(flatten)]
+    pub job: Job,
+    pub deliveries: Vec<Delivery>,
+    pub preselected_queues: Vec<String>,
+}
+
+impl JobView {
+    pub fn of(model: &Model, job: &Job) -> JobView {
+        JobView {
+            job: job.clone(),
+            deliveries: model
+                .deliveries
+                .values()
+                .filter(|delivery| delivery.job == job.id)
+                .cloned()
+                .collect(),
+            preselected_queues: model.preselected_queues(job),
+        }
+    }
+}
+
+/// `GET /jobs`: jobs sorted by order number.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobList {
+    pub jobs: Vec<JobView>,
+}
+
+/// `GET /jobs?group=order_number`: the same jobs, one group per order number.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobGroups {
+    pub groups: Vec<JobGroup>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobGroup {
+    pub order_number: Option<String>,
+    pub jobs: Vec<JobView>,
+}
+
+impl JobGroups {
+    /// The jobs of `list`, grouped by their order number in the order they come.
+    pub fn of(list: Vec<JobView>) -> JobGroups {
+        let mut groups: Vec<JobGroup> = Vec::new();
+        for view in list {
+            match groups.last_mut() {
+                Some(group) if group.order_number == view.job.order_number => group.jobs.push(view),
+                _ => groups.push(JobGroup {
+                    order_number: view.job.order_number.clone(),
+                    jobs: vec![view],
+                }),
+            }
+        }
+        JobGroups { groups }
+    }
+}
+
+/// `POST /send`: what happened to each job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SendAnswer {
+    pub results: Vec<SendResult>,
+}
+
+/// A queue, and whether a person can choose it now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueueView {
+    #[serde(flatten)]
+    pub queue: Queue,
+    pub connected: bool,
+}
+
+/// `GET /queues`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueueList {
+    pub queues: Vec<QueueView>,
+}
+
+/// `GET /deliveries`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeliveryList {
+    pub deliveries: Vec<Delivery>,
+}
+
+/// One job of an order, as its details show it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OrderJob {
+    pub id: String,
+    pub name: String,
+    pub state: JobState,
+}
+
+/// `GET /orders/{number}`: the order, each job's state, and whether it is closed out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OrderDetails {
+    #[serde(flatten)]
+    pub order: Order,
+    pub job_states: Vec<OrderJob>,
+    pub closed_out: bool,
+}
+
+impl OrderDetails {
+    pub fn of(model: &Model, order: &Order) -> OrderDetails {
+        OrderDetails {
+            order: order.clone(),
+            job_states: order
+                .jobs
+                .iter()
+                .filter_map(|id| model.jobs.get(id))
+                .map(|job| OrderJob {
+                    id: job.id.clone(),
+                    name: job.name.clone(),
+                    state: job.state,
+                })
+                .collect(),
+            closed_out: order
+                .store
+                .as_ref()
+                .is_some_and(|store| store.closeout.is_some()),
+        }
+    }
+}
+
+/// `POST /tokens`: the API token a log-in gives.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoggedIn {
+    pub token: String,
+    pub user: String,
+    pub profile: Option<String>,
+}
