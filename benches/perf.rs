@@ -155,7 +155,7 @@ fn send(server: &MockServer, jobs: &[String]) {
 fn queue_connected(server: &MockServer, queue: &str) -> bool {
     let model = server.state.model();
     model
-        .queues
+        .queues()
         .get(queue)
         .is_some_and(|q| !q.agents.is_empty())
 }
@@ -414,7 +414,7 @@ async fn throughput() {
                     format!(
                         "{}/api/v1/agent/files/{}",
                         server.url(),
-                        model.jobs[&probe_job].files[0].id
+                        model.jobs()[&probe_job].files[0].id
                     )
                 }
             };
@@ -482,7 +482,7 @@ async fn separations() {
             .map(|(name, bytes)| (name.clone(), bytes, None))
             .collect();
         let job = add_job_files(&server, "ctp", &format!("poster{run}"), &files);
-        let urls: Vec<String> = server.state.model().jobs[&job]
+        let urls: Vec<String> = server.state.model().jobs()[&job]
             .files
             .iter()
             .map(|file| format!("{}/api/v1/agent/files/{}", server.url(), file.id))
@@ -615,7 +615,10 @@ async fn many_jobs() {
         loop {
             let (leased, open) = {
                 let model = server.state.model();
-                let mine = model.deliveries.values().filter(|d| batch.contains(&d.job));
+                let mine = model
+                    .deliveries()
+                    .values()
+                    .filter(|d| batch.contains(&d.job));
                 let (mut leased, mut open) = (0, 0);
                 for delivery in mine {
                     match delivery.state {

@@ -20,7 +20,7 @@ impl JobView {
         JobView {
             job: job.clone(),
             deliveries: model
-                .deliveries
+                .deliveries()
                 .values()
                 .filter(|delivery| delivery.job == job.id)
                 .cloned()
@@ -115,7 +115,7 @@ impl OrderDetails {
             job_states: order
                 .jobs
                 .iter()
-                .filter_map(|id| model.jobs.get(id))
+                .filter_map(|id| model.jobs().get(id))
                 .map(|job| OrderJob {
                     id: job.id.clone(),
                     name: job.name.clone(),

@@ -86,7 +86,7 @@ async fn claim(
     Agent(agent): Agent,
     ApiJson(request): ApiJson<ClaimRequest>,
 ) -> Result<Json<ClaimResponse>, ApiError> {
-    let wait = if state.model().settings.hold_claims {
+    let wait = if state.model().settings().hold_claims {
         Duration::from_secs(request.wait_s).min(MAX_WAIT)
     } else {
         Duration::ZERO

@@ -12,7 +12,7 @@ use super::model::{unknown_order, Charge, Invoice, Model, PackingSlip};
 /// The closed-out order's `document` (`packing-slip` or `invoice`) as a page of its own.
 pub fn of_order(model: &Model, number: &str, document: &str) -> Result<String, ApiError> {
     let order = model
-        .orders
+        .orders()
         .get(number)
         .ok_or_else(|| ApiError::from(unknown_order(number)))?;
     let Some(closeout) = order.store.as_ref().and_then(|s| s.closeout.as_ref()) else {

@@ -147,7 +147,7 @@ async fn log_in(
             "wrong name or password",
         ));
     }
-    let profile = state.model().users.get(&login.name).cloned();
+    let profile = state.model().profile_of(&login.name).map(String::from);
     let token = state.accounts.issue_api_token(&login.name);
     tracing::info!("{} logged in for an API token", login.name);
     Ok((
@@ -192,7 +192,7 @@ async fn show_job(
 ) -> Result<Json<JobView>, ApiError> {
     let model = state.model();
     let job = model
-        .jobs
+        .jobs()
         .get(&id)
         .ok_or_else(|| ApiError::from(unknown_job(&id)))?;
     Ok(Json(JobView::of(&model, job)))
@@ -262,7 +262,7 @@ async fn job_action(
     let now = state.clock.now();
     state.change(|model| {
         model.act_on_job(&user, &id, action, now)?;
-        Ok(Json(JobView::of(model, &model.jobs[&id])))
+        Ok(Json(JobView::of(model, &model.jobs()[&id])))
     })?
 }
 
@@ -276,7 +276,7 @@ async fn set_job_queues(
     let now = state.clock.now();
     state.change(|model| {
         model.set_job_queues(&id, choice.queues, now)?;
-        Ok(Json(JobView::of(model, &model.jobs[&id])))
+        Ok(Json(JobView::of(model, &model.jobs()[&id])))
     })?
 }
 
@@ -289,7 +289,7 @@ async fn show_order(
 ) -> Result<Json<OrderDetails>, ApiError> {
     let model = state.model();
     let order = model
-        .orders
+        .orders()
         .get(&number)
         .ok_or_else(|| ApiError::from(unknown_order(&number)))?;
     Ok(Json(OrderDetails::of(&model, order)))
@@ -320,7 +320,7 @@ async fn show_document(
 }
 
 async fn list_orders(State(state): State<Arc<AppState>>, _: Operator) -> Json<Value> {
-    Json(json!({ "orders": state.model().orders.values().collect::<Vec<_>>() }))
+    Json(json!({ "orders": state.model().orders().values().collect::<Vec<_>>() }))
 }
 
 async fn upsert_order(
@@ -338,7 +338,7 @@ async fn upsert_order(
                 model.upsert_order(&request.number, None);
             }
         }
-        Json(json!(model.orders[&request.number]))
+        Json(json!(model.orders()[&request.number]))
     })
 }
 
@@ -353,7 +353,7 @@ async fn set_order_queues(
     let now = state.clock.now();
     state.change(|model| {
         model.set_order_queues(&number, choice.queues, now);
-        Json(json!(model.orders[&number]))
+        Json(json!(model.orders()[&number]))
     })
 }
 
@@ -387,7 +387,7 @@ async fn list_queues(
     let now = state.clock.now();
     let model = state.model();
     let queues = model
-        .queues
+        .queues()
         .values()
         .map(|queue| QueueView {
             queue: queue.clone(),
@@ -401,17 +401,17 @@ async fn list_queues(
 /// The agents heard from: the name each is configured with, its token's name here,
 /// its version and last heartbeat.
 async fn list_agents(State(state): State<Arc<AppState>>, _: Operator) -> Json<Value> {
-    Json(json!({ "agents": state.model().agents }))
+    Json(json!({ "agents": state.model().agents() }))
 }
 
 async fn list_deliveries(State(state): State<Arc<AppState>>, _: Operator) -> Json<DeliveryList> {
     Json(DeliveryList {
-        deliveries: state.model().deliveries.values().cloned().collect(),
+        deliveries: state.model().deliveries().values().cloned().collect(),
     })
 }
 
 async fn show_settings(State(state): State<Arc<AppState>>, _: Operator) -> Json<Value> {
-    Json(json!(state.model().settings))
+    Json(json!(state.model().settings()))
 }
 
 async fn change_settings(
@@ -423,7 +423,7 @@ async fn change_settings(
     let now = state.clock.now();
     state.change(|model| {
         model.change_settings(&change, now);
-        Json(json!(model.settings))
+        Json(json!(model.settings()))
     })
 }
 

@@ -110,7 +110,7 @@ async fn receive_order(
         if received.created {
             // The bytes are stored before the order is saved, so a saved job has them.
             for (job, bytes) in received.jobs.iter().zip(contents) {
-                for (file, stored) in model.jobs[job].files.iter().zip(bytes) {
+                for (file, stored) in model.jobs()[job].files.iter().zip(bytes) {
                     if let Some(stored) = stored {
                         state.files.put(&file.id, stored);
                     }

@@ -92,11 +92,15 @@ impl TlsListener {
                 };
                 let (acceptor, done) = (acceptor.clone(), done.clone());
                 tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    let handshake = acceptor.accept(stream).into_fallible();
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
                         Ok(Ok(tls)) => {
                             let _ = done.send((tls, peer)).await;
                         }
-                        Ok(Err(err)) => tracing::info!(%peer, "TLS handshake refused: {err}"),
+                        Ok(Err((err, stream))) => {
+                            tracing::info!(%peer, "TLS handshake refused: {err}");
+                            close_after_alert(stream).await;
+                        }
                         Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
                     }
                 });
@@ -104,6 +108,19 @@ impl TlsListener {
         });
         TlsListener { local, ready }
     }
+}
+
+/// Closes a connection whose handshake failed without losing the alert that says why
+/// (such as "certificate required"): what the client sent meanwhile is read first, so
+/// the close is an orderly one and not a reset that can overtake the alert.
+async fn close_after_alert(mut stream: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while matches!(stream.read(&mut sink).await, Ok(read) if read > 0) {}
+    })
+    .await;
 }
 
 impl axum::serve::Listener for TlsListener {

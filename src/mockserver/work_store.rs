@@ -226,24 +226,25 @@ mod tests {
         let mut model = Model::new(Settings::default());
         // An empty key is an item like any other.
         model
-            .deliveries
+            .deliveries_mut()
             .insert(String::new(), delivery("", states[0].clone()));
         for (n, state) in states.iter().enumerate() {
             let id = format!("D-{n}");
             model
-                .deliveries
+                .deliveries_mut()
                 .insert(id.clone(), delivery(&id, state.clone()));
         }
         let (store, none) = WorkStore::open(dir.path()).unwrap();
         assert!(none.is_none());
         store.save(&model).unwrap();
-        model.deliveries.remove("D-0");
-        model.deliveries.remove("");
+        model.deliveries_mut().remove("D-0");
+        model.deliveries_mut().remove("");
         store.save(&model).unwrap();
         drop(store);
         let (_, read) = WorkStore::open(dir.path()).unwrap();
         let read = read.expect("saved work");
-        let read_states: Vec<&DeliveryState> = read.deliveries.values().map(|d| &d.state).collect();
+        let read_states: Vec<&DeliveryState> =
+            read.deliveries().values().map(|d| &d.state).collect();
         assert_eq!(read_states, states[1..].iter().collect::<Vec<_>>());
     }
 
@@ -251,7 +252,7 @@ mod tests {
     fn a_work_json_is_imported_once_and_a_damaged_one_is_refused_by_name() {
         let dir = tempfile::tempdir().unwrap();
         let mut model = Model::new(Settings::default());
-        model.deliveries.insert(
+        model.deliveries_mut().insert(
             "D-1".into(),
             delivery("D-1", DeliveryState::Pending { not_before: None }),
         );
@@ -261,7 +262,7 @@ mod tests {
         )
         .unwrap();
         let (_, imported) = WorkStore::open(dir.path()).unwrap();
-        assert_eq!(imported.unwrap().deliveries.len(), 1);
+        assert_eq!(imported.unwrap().deliveries().len(), 1);
         assert!(!dir.path().join(LEGACY_WORK).exists());
         assert!(dir.path().join("work.json.imported").exists());
 

@@ -40,24 +40,24 @@ pub use store::{Address, LineItem, Payment, Received, StoreOrder, Template};
 #[serde(default)]
 pub struct Model {
     #[serde(skip)]
-    pub settings: Settings,
+    settings: Settings,
     #[serde(skip)]
-    pub profiles: BTreeMap<String, Profile>,
+    profiles: BTreeMap<String, Profile>,
     /// User name to profile name.
     #[serde(skip)]
-    pub users: BTreeMap<String, String>,
+    users: BTreeMap<String, String>,
     /// Production templates by store product name.
     #[serde(skip)]
-    pub templates: BTreeMap<String, Template>,
-    pub orders: BTreeMap<String, Order>,
-    pub jobs: BTreeMap<String, Job>,
-    pub deliveries: BTreeMap<String, Delivery>,
-    pub queues: BTreeMap<String, Queue>,
+    templates: BTreeMap<String, Template>,
+    orders: BTreeMap<String, Order>,
+    jobs: BTreeMap<String, Job>,
+    deliveries: BTreeMap<String, Delivery>,
+    queues: BTreeMap<String, Queue>,
     /// The agents heard from: one per token and configured name, since agents may
     /// share a token.
-    pub agents: Vec<AgentSeen>,
+    agents: Vec<AgentSeen>,
     /// The simulated payment step's charges, by idempotency key.
-    pub charges: BTreeMap<String, Charge>,
+    charges: BTreeMap<String, Charge>,
     /// Deliveries in the order they were made, oldest first, for fair claims.
     delivery_order: Vec<String>,
     next_job: u64,
@@ -75,6 +75,42 @@ impl Model {
             next_delivery: 1,
             ..Model::default()
         }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn orders(&self) -> &BTreeMap<String, Order> {
+        &self.orders
+    }
+
+    pub fn jobs(&self) -> &BTreeMap<String, Job> {
+        &self.jobs
+    }
+
+    pub fn deliveries(&self) -> &BTreeMap<String, Delivery> {
+        &self.deliveries
+    }
+
+    pub fn queues(&self) -> &BTreeMap<String, Queue> {
+        &self.queues
+    }
+
+    /// The agents heard from, one per token and configured name.
+    pub fn agents(&self) -> &[AgentSeen] {
+        &self.agents
+    }
+
+    /// The profile `user` has, if they are a user.
+    pub fn profile_of(&self, user: &str) -> Option<&str> {
+        self.users.get(user).map(String::as_str)
+    }
+
+    /// Deliveries to change by hand, for the work store's tests.
+    #[cfg(test)]
+    pub(crate) fn deliveries_mut(&mut self) -> &mut BTreeMap<String, Delivery> {
+        &mut self.deliveries
     }
 
     /// Takes the work of a saved model, keeping this one's settings, profiles and users.

@@ -39,10 +39,10 @@ pub async fn page_of_jobs(State(state): State<Arc<AppState>>, visitor: Visitor) 
         @if visitor.may(Permission::ChangeSettings) {
             form.autosend method="post" action="/settings/autosend" {
                 (csrf_field(&visitor))
-                input type="hidden" name="autosend" value=(!model.settings.autosend);
-                span { "AutoSend is " strong #autosend-state { (if model.settings.autosend { "on" } else { "off" }) } }
+                input type="hidden" name="autosend" value=(!model.settings().autosend);
+                span { "AutoSend is " strong #autosend-state { (if model.settings().autosend { "on" } else { "off" }) } }
                 button #autosend type="submit" {
-                    (if model.settings.autosend { "Turn AutoSend off" } else { "Turn AutoSend on" })
+                    (if model.settings().autosend { "Turn AutoSend off" } else { "Turn AutoSend on" })
                 }
             }
         }
@@ -100,7 +100,7 @@ fn job_tiles(model: &Model, visitor: &Visitor) -> Markup {
 
 fn tile(model: &Model, visitor: &Visitor, job: &Job) -> Markup {
     let deliveries: Vec<&Delivery> = model
-        .deliveries
+        .deliveries()
         .values()
         .filter(|delivery| delivery.job == job.id)
         .collect();

@@ -38,7 +38,7 @@ pub async fn details(
     Path(number): Path<String>,
 ) -> Response {
     let model = state.model();
-    let Some(order) = model.orders.get(&number) else {
+    let Some(order) = model.orders().get(&number) else {
         return refused(&visitor, unknown_order(&number).into());
     };
     let body = html! {
@@ -67,7 +67,7 @@ pub async fn details(
         h2 { "Jobs" }
         ul #order-jobs {
             @for id in &order.jobs {
-                @if let Some(job) = model.jobs.get(id) {
+                @if let Some(job) = model.jobs().get(id) {
                     li data-job=(id) { (id) " " (job.name) ": " span.state { (job.state.label()) } }
                 }
             }
@@ -136,7 +136,7 @@ fn closeout_window(
 ) -> Response {
     let model = state.model();
     let card = model
-        .orders
+        .orders()
         .get(number)
         .and_then(|order| order.store.as_ref())
         .is_some_and(|store| store.payment == Payment::CreditCard);
@@ -245,7 +245,7 @@ fn not_ready_warning(
                 @for id in &err.jobs {
                     li data-job=(id) {
                         (id)
-                        @if let Some(job) = model.jobs.get(id) { " " (job.name) ": " (job.state.label()) }
+                        @if let Some(job) = model.jobs().get(id) { " " (job.name) ": " (job.state.label()) }
                     }
                 }
             }

@@ -20,7 +20,7 @@ pub async fn page_of_queues(State(state): State<Arc<AppState>>, visitor: Visitor
         table #queue-list {
             thead { tr { th { "Queue" } th { "Kind" } th { "Status" } th { "Agents" } th { "Last heartbeat" } } }
             tbody {
-                @for queue in model.queues.values() {
+                @for queue in model.queues().values() {
                     @let connected = model.is_connected(queue, now);
                     tr data-queue=(queue.name) data-connected=(connected) {
                         td { (queue.name) }
@@ -37,14 +37,14 @@ pub async fn page_of_queues(State(state): State<Arc<AppState>>, visitor: Visitor
                 }
             }
         }
-        @if model.queues.is_empty() {
+        @if model.queues().is_empty() {
             p.empty { "No agent has announced a queue yet." }
         }
         h2 { "Agents" }
         table #agent-list {
             thead { tr { th { "Agent" } th { "Token" } th { "Version" } th { "Last heartbeat" } } }
             tbody {
-                @for agent in &model.agents {
+                @for agent in model.agents() {
                     tr data-agent=(agent.name) {
                         td { (agent.name) } td { (agent.token_name) } td { (agent.version) }
                         td { (moment(agent.last_heartbeat)) }

@@ -69,7 +69,7 @@ pub async fn window(
     let preselected: BTreeSet<String> = chosen
         .jobs
         .iter()
-        .filter_map(|id| model.jobs.get(id))
+        .filter_map(|id| model.jobs().get(id))
         .flat_map(|job| model.preselected_queues(job))
         .collect();
     window_page(
@@ -95,7 +95,7 @@ fn window_page(
 ) -> Markup {
     let now = state.clock.now();
     let queues: Vec<_> = model
-        .queues
+        .queues()
         .values()
         .filter(|queue| model.is_connected(queue, now))
         .collect();
@@ -103,7 +103,7 @@ fn window_page(
         h1 { (title(mode)) }
         p { "Jobs: " @for (n, id) in jobs.iter().enumerate() {
             @if n > 0 { ", " }
-            (id) @if let Some(job) = model.jobs.get(id) { " (" (job.name) ")" }
+            (id) @if let Some(job) = model.jobs().get(id) { " (" (job.name) ")" }
         } }
         @if let Some(problem) = problem {
             p.refusal role="alert" { (problem) }
@@ -180,12 +180,12 @@ fn results_page(model: &Model, visitor: &Visitor, mode: &str, results: &[SendRes
             @for result in results {
                 li data-job=(result.job) data-ok=(result.ok) {
                     strong { (result.job) }
-                    @if let Some(job) = model.jobs.get(&result.job) { " (" (job.name) ")" }
+                    @if let Some(job) = model.jobs().get(&result.job) { " (" (job.name) ")" }
                     ": "
                     @if result.ok {
                         "sent to "
                         (result.deliveries.iter()
-                            .filter_map(|id| model.deliveries.get(id))
+                            .filter_map(|id| model.deliveries().get(id))
                             .map(|delivery| delivery.queue.clone())
                             .collect::<Vec<_>>()
                             .join(", "))
