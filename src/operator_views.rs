@@ -1,10 +1,12 @@
 //! What the mock job side's operator API answers, as types both ends share: the server
-//! builds them, `tbot mock` and the demo read them, the way `protocol.rs` is shared by
-//! agent and server.
+//! builds them and `tbot mock` reads them, the way `protocol.rs` is shared by agent and
+//! server.
 
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 
 use crate::mockserver::model::{Delivery, Job, JobState, Model, Order, Queue, SendResult};
+use crate::mockserver::RequestRecord;
 
 /// A job with its deliveries and the queues preselected for it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -136,4 +138,18 @@ pub struct LoggedIn {
     pub token: String,
     pub user: String,
     pub profile: Option<String>,
+}
+
+/// `GET /requests`: the agent requests the server answered, and the claims it holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RequestList {
+    pub requests: Vec<RequestRecord>,
+    pub held_claims: usize,
+}
+
+/// `GET /clock`: the server's time, which tests move forward.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClockView {
+    #[serde(with = "time::serde::rfc3339")]
+    pub now: OffsetDateTime,
 }

@@ -10,9 +10,11 @@ use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::mockserver::model::{Closeout, Order};
+use crate::mockserver::model::{Closeout, Order, Settings};
+use crate::mockserver::Faults;
 use crate::operator_views::{
-    DeliveryList, JobGroups, JobList, JobView, OrderDetails, QueueList, SendAnswer,
+    ClockView, DeliveryList, JobGroups, JobList, JobView, OrderDetails, QueueList, RequestList,
+    SendAnswer,
 };
 use crate::protocol::wire_name;
 
@@ -60,20 +62,13 @@ pub(crate) fn render(shape: Shape, answer: &Value) -> String {
         }),
         Shape::OrderDetails => typed(answer, order_details),
         Shape::Closeout => typed(answer, closeout),
-        Shape::Settings => settings(answer),
-        Shape::Faults => faults(answer),
-        Shape::Requests => requests(answer),
-        Shape::Clock => format!("the server's clock is now {}\n", text(&answer["now"])),
+        Shape::Settings => typed(answer, settings),
+        Shape::Faults => typed(answer, faults),
+        Shape::Requests => typed(answer, requests),
+        Shape::Clock => typed(answer, |clock: &ClockView| {
+            format!("the server's clock is now {}\n", moment(clock.now))
+        }),
         Shape::Done => "done\n".into(),
-    }
-}
-
-/// A JSON string or number as text; `-` for nothing.
-fn text(value: &Value) -> String {
-    match value {
-        Value::String(text) => text.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
     }
 }
 
@@ -84,10 +79,6 @@ fn names(names: &[String]) -> String {
     } else {
         names.join(", ")
     }
-}
-
-fn items(value: &Value) -> &[Value] {
-    value.as_array().map_or(&[], Vec::as_slice)
 }
 
 /// Rows under a header, each column as wide as its widest cell.
@@ -329,66 +320,66 @@ fn closeout(closeout: &Closeout) -> String {
     out
 }
 
-fn settings(settings: &Value) -> String {
-    let on = |value: &Value| {
-        if value.as_bool() == Some(true) {
-            "on"
-        } else {
-            "off"
-        }
-    };
+fn settings(settings: &Settings) -> String {
     format!(
         "AutoSend is {}; queues disappear after {} silent, leases last {}, a failed \
          delivery is held {}\n",
-        on(&settings["autosend"]),
-        text(&settings["queue_ttl"]),
-        text(&settings["lease"]),
-        text(&settings["retry_hold"])
+        if settings.autosend { "on" } else { "off" },
+        humantime::format_duration(settings.queue_ttl),
+        humantime::format_duration(settings.lease),
+        humantime::format_duration(settings.retry_hold)
     )
 }
 
-fn faults(faults: &Value) -> String {
-    let set: Vec<String> = faults
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter(|(name, value)| {
-            *name != "seed"
-                && !matches!(value, Value::Null | Value::Bool(false))
-                && value.as_f64() != Some(0.0)
-        })
-        .map(|(name, value)| format!("{name} {}", text(value)))
-        .collect();
+fn faults(faults: &Faults) -> String {
+    let mut set = Vec::new();
+    for (name, rate) in [
+        ("error rate", faults.error_rate),
+        ("truncate rate", faults.truncate_rate),
+        ("corrupt rate", faults.corrupt_rate),
+    ] {
+        if rate > 0.0 {
+            set.push(format!("{name} {rate}"));
+        }
+    }
+    if let Some(bytes) = faults.drop_after {
+        set.push(format!("downloads cut after {bytes} bytes"));
+    }
+    if let Some(rate) = faults.bytes_per_second {
+        set.push(format!("downloads at {}/s", bytesize::ByteSize(rate)));
+    }
+    if faults.ignore_ranges {
+        set.push("ranges ignored".into());
+    }
+    if let Some(down) = faults.down_for {
+        set.push(format!("down for {}", humantime::format_duration(down)));
+    }
+    if let Some(payment) = faults.payment {
+        set.push(format!("payments {}", wire_name(&payment)));
+    }
     if set.is_empty() {
         "no faults: the server answers agents normally\n".into()
     } else {
-        format!(
-            "faults on (seed {}): {}\n",
-            text(&faults["seed"]),
-            set.join(", ")
-        )
+        format!("faults on (seed {}): {}\n", faults.seed, set.join(", "))
     }
 }
 
-fn requests(answer: &Value) -> String {
-    let rows: Vec<Vec<String>> = items(&answer["requests"])
+fn requests(list: &RequestList) -> String {
+    let rows: Vec<Vec<String>> = list
+        .requests
         .iter()
         .map(|r| {
             vec![
-                text(&r["method"]),
-                text(&r["path"]),
-                text(&r["range"]),
-                text(&r["status"]),
-                text(&r["client"]),
+                r.method.clone(),
+                r.path.clone(),
+                r.range.clone().unwrap_or_else(|| "-".into()),
+                r.status.to_string(),
+                r.client.clone().unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();
     let mut out = table(&["METHOD", "PATH", "RANGE", "STATUS", "CLIENT"], &rows);
-    let _ = writeln!(
-        out,
-        "claims held open now: {}",
-        text(&answer["held_claims"])
-    );
+    let _ = writeln!(out, "claims held open now: {}", list.held_claims);
     out
 }
 

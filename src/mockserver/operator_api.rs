@@ -22,12 +22,12 @@ use super::file_spec::{read_file_specs, FileSpec};
 use super::file_store::StoredFile;
 use super::model::{
     check_order_number, unknown_job, unknown_order, Closeout, CloseoutRequest, FileLocation,
-    JobAction, NewFile, Permission, SettingsChange,
+    JobAction, NewFile, Permission, Settings, SettingsChange,
 };
 use super::AppState;
 use crate::operator_views::{
-    DeliveryList, JobGroups, JobList, JobView, LoggedIn, OrderDetails, QueueList, QueueView,
-    SendAnswer,
+    ClockView, DeliveryList, JobGroups, JobList, JobView, LoggedIn, OrderDetails, QueueList,
+    QueueView, RequestList, SendAnswer,
 };
 
 /// Largest file a person can upload to the in-memory mock server.
@@ -410,29 +410,25 @@ async fn list_deliveries(State(state): State<Arc<AppState>>, _: Operator) -> Jso
     })
 }
 
-async fn show_settings(State(state): State<Arc<AppState>>, _: Operator) -> Json<Value> {
-    Json(json!(state.model().settings()))
+async fn show_settings(State(state): State<Arc<AppState>>, _: Operator) -> Json<Settings> {
+    Json(state.model().settings().clone())
 }
 
 async fn change_settings(
     State(state): State<Arc<AppState>>,
     Operator(user): Operator,
     ApiJson(change): ApiJson<SettingsChange>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Settings>, ApiError> {
     require(&state, &user, Permission::ChangeSettings)?;
     let now = state.clock.now();
     state.change(|model| {
         model.change_settings(&change, now);
-        Json(json!(model.settings()))
+        Json(model.settings().clone())
     })
 }
 
-async fn show_faults(State(state): State<Arc<AppState>>, _: Operator) -> Json<Value> {
-    faults_view(&state)
-}
-
-fn faults_view(state: &AppState) -> Json<Value> {
-    Json(json!(state.faults.get()))
+async fn show_faults(State(state): State<Arc<AppState>>, _: Operator) -> Json<Faults> {
+    Json(state.faults.get())
 }
 
 /// Replaces the faults in force (an empty object clears them all).
@@ -440,7 +436,7 @@ async fn set_faults(
     State(state): State<Arc<AppState>>,
     Operator(user): Operator,
     ApiJson(faults): ApiJson<Faults>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Faults>, ApiError> {
     require(&state, &user, Permission::ChangeSettings)?;
     for (name, rate) in [
         ("error_rate", faults.error_rate),
@@ -454,31 +450,31 @@ async fn set_faults(
         }
     }
     state.faults.set(faults);
-    Ok(faults_view(&state))
+    Ok(Json(state.faults.get()))
 }
 
-async fn list_requests(State(state): State<Arc<AppState>>, _: Operator) -> Json<Value> {
-    Json(json!({
-        "requests": state.requests.all(),
-        "held_claims": state.requests.held_claims(),
-    }))
+async fn list_requests(State(state): State<Arc<AppState>>, _: Operator) -> Json<RequestList> {
+    Json(RequestList {
+        requests: state.requests.all(),
+        held_claims: state.requests.held_claims(),
+    })
 }
 
-async fn show_clock(State(state): State<Arc<AppState>>, _: Operator) -> Json<Value> {
+async fn show_clock(State(state): State<Arc<AppState>>, _: Operator) -> Json<ClockView> {
     clock_view(&state)
 }
 
-fn clock_view(state: &AppState) -> Json<Value> {
-    Json(
-        json!({ "now": state.clock.now().format(&time::format_description::well_known::Rfc3339).unwrap_or_default() }),
-    )
+fn clock_view(state: &AppState) -> Json<ClockView> {
+    Json(ClockView {
+        now: state.clock.now(),
+    })
 }
 
 async fn advance_clock(
     State(state): State<Arc<AppState>>,
     Operator(user): Operator,
     ApiJson(advance): ApiJson<Advance>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ClockView>, ApiError> {
     require(&state, &user, Permission::ChangeSettings)?;
     state.clock.advance(advance.by);
     state.wake_claims();

@@ -10,7 +10,7 @@ use super::jobs::JobState;
 use super::Model;
 
 /// Server settings a person can change.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Settings {
     /// A queue with no heartbeat for this long is not connected and cannot be chosen.
     #[serde(with = "humantime_serde")]
