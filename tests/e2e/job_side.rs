@@ -597,3 +597,48 @@ async fn tbot_mock_reaches_an_order_whose_number_holds_a_slash() {
     assert_eq!(shown["number"], json!("MC/7?x"), "{shown}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_job_side_that_reuses_delivery_ids_gets_a_refusal_not_a_false_completion() {
+    let floor = Floor::new(&["indigo"]);
+    let server = start_server(|_| {}).await;
+    let config = one_queue_config(&server.url(), &floor, "");
+    let agent = RunningAgent::start(&config);
+    let owner = operator(&server, "owner");
+    wait_connected(&owner, &["indigo-7900"]).await;
+    let first = send_file(
+        &owner,
+        "Cards",
+        "indigo-7900",
+        "cards.pdf",
+        sample_bytes(5_000, 1),
+    )
+    .await;
+    wait_deliveries_settled(&owner, &["completed"]).await;
+    let address = server.addr;
+    server.stop().await;
+
+    // Started again without its saved state: its ids begin again at d-1, J-1001.
+    let server = start_server_at(address, |_| {}).await;
+    let owner = operator(&server, "owner");
+    wait_connected(&owner, &["indigo-7900"]).await;
+    let second = send_file(
+        &owner,
+        "Poster",
+        "indigo-7900",
+        "poster.pdf",
+        sample_bytes(7_000, 2),
+    )
+    .await;
+    assert_eq!(first, second, "the new server reuses the job id too");
+    let settled = wait_deliveries_settled(&owner, &["completed", "failed"]).await;
+    assert_eq!(settled[0]["state"], json!("failed"), "{settled:?}");
+    let reason = settled[0]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("reuses delivery ids"), "{reason}");
+    // The poster never reached the device, and nothing claimed it did.
+    assert!(!visible_files(&floor.path("indigo"))
+        .iter()
+        .any(|name| name.contains("poster")));
+    agent.stop().await;
+    server.stop().await;
+}

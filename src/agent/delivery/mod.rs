@@ -208,6 +208,26 @@ impl Worker {
                     });
                     Vec::new()
                 }
+                Some(entry) if entry.step.is_dropped() && !same_work(&entry.delivery, &delivery) => {
+                    // A job side restarted without its state hands out old ids for new
+                    // work. Reporting it done would lose the job; dropping it would
+                    // break the journal's once-only promise. It goes back, refused.
+                    let reason = format!(
+                        "tbot delivered another job ({}) under delivery id {} before: the job \
+                         side reuses delivery ids (was it restarted without its saved state?); \
+                         not delivered",
+                        entry.delivery.job.id, delivery.id
+                    );
+                    error!("{reason}");
+                    let refused = FailRequest {
+                        reason,
+                        retryable: false,
+                    };
+                    if let Err(err) = self.client.fail(&delivery.id, &refused).await {
+                        warn!("could not refuse the delivery, it returns when its lease runs out: {err}");
+                    }
+                    return Outcome::AlreadyHandled;
+                }
                 Some(entry) if entry.step.is_dropped() => {
                     warn!("the server handed out a delivery already dropped here; reporting it again, not dropping it twice");
                     let outcome = Outcome::Completed(entry.dropped_files());
@@ -485,4 +505,19 @@ impl Worker {
 /// The span every log line about one delivery is written in.
 fn delivery_span(delivery: &Delivery) -> tracing::Span {
     tracing::info_span!("delivery", id = %delivery.id, queue = %delivery.queue, job = %delivery.job.id)
+}
+
+/// Whether two deliveries under one id are the same work: the same job and send, and
+/// the same files by name and SHA-256.
+fn same_work(journaled: &Delivery, claimed: &Delivery) -> bool {
+    let files = |delivery: &Delivery| -> Vec<(String, String)> {
+        delivery
+            .files
+            .iter()
+            .map(|file| (file.name.clone(), file.sha256.to_ascii_lowercase()))
+            .collect()
+    };
+    journaled.job.id == claimed.job.id
+        && journaled.job.send_count == claimed.job.send_count
+        && files(journaled) == files(claimed)
 }
