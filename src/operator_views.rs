@@ -18,6 +18,15 @@ pub struct JobView {
 }
 
 impl JobView {
+    /// Every job, sorted by order number (jobs without one last).
+    pub fn all(model: &Model) -> Vec<JobView> {
+        model
+            .jobs_by_order()
+            .into_iter()
+            .map(|job| JobView::of(model, job))
+            .collect()
+    }
+
     pub fn of(model: &Model, job: &Job) -> JobView {
         JobView {
             job: job.clone(),
@@ -152,4 +161,17 @@ pub struct RequestList {
 pub struct ClockView {
     #[serde(with = "time::serde::rfc3339")]
     pub now: OffsetDateTime,
+}
+
+/// Names as a person reads them, on the page and in `tbot mock`: `a, b`, or `none`.
+pub fn names_or_none<S: AsRef<str>>(names: impl IntoIterator<Item = S>) -> String {
+    let names: Vec<String> = names
+        .into_iter()
+        .map(|name| name.as_ref().to_string())
+        .collect();
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
 }

@@ -13,8 +13,8 @@ use time::OffsetDateTime;
 use crate::mockserver::model::{Closeout, Order, Settings};
 use crate::mockserver::Faults;
 use crate::operator_views::{
-    ClockView, DeliveryList, JobGroups, JobList, JobView, OrderDetails, QueueList, RequestList,
-    SendAnswer,
+    names_or_none, ClockView, DeliveryList, JobGroups, JobList, JobView, OrderDetails, QueueList,
+    RequestList, SendAnswer,
 };
 use crate::protocol::wire_name;
 
@@ -57,7 +57,7 @@ pub(crate) fn render(shape: Shape, answer: &Value) -> String {
             format!(
                 "order {}: preselected queues {}\n",
                 order.number,
-                names(&order.queues)
+                names_or_none(&order.queues)
             )
         }),
         Shape::OrderDetails => typed(answer, order_details),
@@ -69,15 +69,6 @@ pub(crate) fn render(shape: Shape, answer: &Value) -> String {
             format!("the server's clock is now {}\n", moment(clock.now))
         }),
         Shape::Done => "done\n".into(),
-    }
-}
-
-/// Names as `a, b`, or `none`.
-fn names(names: &[String]) -> String {
-    if names.is_empty() {
-        "none".into()
-    } else {
-        names.join(", ")
     }
 }
 
@@ -123,7 +114,7 @@ fn job(view: &JobView) -> String {
     let _ = writeln!(
         out,
         "  preselected queues: {}",
-        names(&view.preselected_queues)
+        names_or_none(&view.preselected_queues)
     );
     for delivery in &view.deliveries {
         let _ = writeln!(
@@ -150,7 +141,7 @@ fn job_table(jobs: &[JobView]) -> String {
                 job.order_number.clone().unwrap_or_else(|| "-".into()),
                 job.name.clone(),
                 job.state.label().into(),
-                names(&view.preselected_queues),
+                names_or_none(&view.preselected_queues),
                 view.deliveries
                     .iter()
                     .map(|d| format!("{}: {}", d.queue, d.describe()))
@@ -191,7 +182,7 @@ fn sent(answer: &SendAnswer) -> String {
                 out,
                 "{}: sent (deliveries {})",
                 result.job,
-                names(&result.deliveries)
+                names_or_none(&result.deliveries)
             );
         } else {
             let why = result.error.as_deref().unwrap_or("refused");
@@ -210,18 +201,16 @@ fn queues(list: &QueueList) -> String {
         .iter()
         .map(|view| {
             let queue = &view.queue;
-            let mut status = wire_name(&queue.status);
-            if !view.connected {
-                status = "not connected".into();
-            } else if let Some(detail) = &queue.detail {
-                let _ = write!(status, ": {detail}");
-            }
-            let agents: Vec<String> = queue.agent_names.iter().cloned().collect();
+            let status = if view.connected {
+                queue.status_text()
+            } else {
+                "not connected".into()
+            };
             vec![
                 queue.name.clone(),
                 wire_name(&queue.kind),
                 status,
-                names(&agents),
+                names_or_none(&queue.agent_names),
                 moment(queue.last_heartbeat),
             ]
         })

@@ -170,12 +170,7 @@ async fn list_jobs(
     _: Operator,
     Query(query): Query<JobListQuery>,
 ) -> Result<Response, ApiError> {
-    let model = state.model();
-    let jobs: Vec<JobView> = model
-        .jobs_by_order()
-        .into_iter()
-        .map(|job| JobView::of(&model, job))
-        .collect();
+    let jobs = JobView::all(&state.model());
     match query.group.as_deref() {
         None => Ok(Json(JobList { jobs }).into_response()),
         Some("order_number") => Ok(Json(JobGroups::of(jobs)).into_response()),

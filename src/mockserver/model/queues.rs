@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::Model;
-use crate::protocol::{HeartbeatRequest, QueueKind, QueueStatus};
+use crate::protocol::{self, HeartbeatRequest, QueueKind, QueueStatus};
 
 /// A queue as the server knows it from heartbeats.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -33,6 +33,17 @@ pub struct AgentSeen {
     pub version: String,
     #[serde(with = "time::serde::rfc3339")]
     pub last_heartbeat: OffsetDateTime,
+}
+
+impl Queue {
+    /// Its status as a person reads it: `ready`, or `unavailable: hotfolder missing`.
+    pub fn status_text(&self) -> String {
+        let status = protocol::wire_name(&self.status);
+        match &self.detail {
+            Some(detail) => format!("{status}: {detail}"),
+            None => status,
+        }
+    }
 }
 
 impl Model {

@@ -10,13 +10,12 @@ use axum_extra::extract::Form;
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::super::model::{
-    Delivery, DeliveryState, Job, JobAction, Model, Permission, SettingsChange,
-};
+use super::super::model::{Delivery, DeliveryState, JobAction, Model, Permission, SettingsChange};
 use super::super::AppState;
 use super::layout::{csrf_field, page, refusal_page, refused};
 use super::visitor::Visitor;
 use crate::operator_client::segment;
+use crate::operator_views::{names_or_none, JobGroups, JobView};
 use crate::protocol::wire_name;
 
 #[derive(Deserialize)]
@@ -67,22 +66,15 @@ pub async fn live_jobs(State(state): State<Arc<AppState>>, visitor: Visitor) -> 
 
 /// Tiles grouped by order number, jobs without one last.
 fn job_tiles(model: &Model, visitor: &Visitor) -> Markup {
-    let jobs = model.jobs_by_order();
-    let mut groups: Vec<(Option<&str>, Vec<&Job>)> = Vec::new();
-    for job in jobs {
-        match groups.last_mut() {
-            Some((order, list)) if *order == job.order_number.as_deref() => list.push(job),
-            _ => groups.push((job.order_number.as_deref(), vec![job])),
-        }
-    }
+    let groups = JobGroups::of(JobView::all(model)).groups;
     html! {
         @if groups.is_empty() {
             p.empty { "No jobs yet." }
         }
-        @for (order, jobs) in groups {
-            section.order data-order=[order] {
+        @for group in &groups {
+            section.order data-order=[&group.order_number] {
                 h2 {
-                    @match order {
+                    @match &group.order_number {
                         Some(number) => {
                             "Order " (number) " "
                             a.details href={ "/orders/" (segment(number)) } { "Order details" }
@@ -91,19 +83,15 @@ fn job_tiles(model: &Model, visitor: &Visitor) -> Markup {
                     }
                 }
                 div.tiles {
-                    @for job in jobs { (tile(model, visitor, job)) }
+                    @for view in &group.jobs { (tile(visitor, view)) }
                 }
             }
         }
     }
 }
 
-fn tile(model: &Model, visitor: &Visitor, job: &Job) -> Markup {
-    let deliveries: Vec<&Delivery> = model
-        .deliveries()
-        .values()
-        .filter(|delivery| delivery.job == job.id)
-        .collect();
+fn tile(visitor: &Visitor, view: &JobView) -> Markup {
+    let job = &view.job;
     let actions: Vec<JobAction> = JobAction::ALL
         .into_iter()
         .filter(|action| action.offered_in(job.state) && visitor.may(action.permission()))
@@ -126,10 +114,10 @@ fn tile(model: &Model, visitor: &Visitor, job: &Job) -> Markup {
                     }
                 }
             }
-            p.queues { "Preselected queues: " (list_or_none(&model.preselected_queues(job))) }
-            @if !deliveries.is_empty() {
+            p.queues { "Preselected queues: " (names_or_none(&view.preselected_queues)) }
+            @if !view.deliveries.is_empty() {
                 ul.deliveries {
-                    @for delivery in deliveries {
+                    @for delivery in &view.deliveries {
                         li data-queue=(delivery.queue) data-delivery-state=(delivery_code(delivery)) {
                             (delivery.queue)
                             @if delivery.send_count > 1 { " (send " (delivery.send_count) ")" }
@@ -161,15 +149,6 @@ fn delivery_code(delivery: &Delivery) -> String {
         (DeliveryState::Pending { .. }, _) => "pending".into(),
         (DeliveryState::Leased { .. }, _) => "leased".into(),
         (DeliveryState::Failed { .. }, _) => "failed".into(),
-    }
-}
-
-/// `a, b`, or `none`.
-pub fn list_or_none(names: &[String]) -> String {
-    if names.is_empty() {
-        "none".into()
-    } else {
-        names.join(", ")
     }
 }
 

@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 use super::super::AppState;
 use super::layout::page;
 use super::visitor::Visitor;
+use crate::operator_views::names_or_none;
 use crate::protocol::wire_name;
 
 pub async fn page_of_queues(State(state): State<Arc<AppState>>, visitor: Visitor) -> Markup {
@@ -26,12 +27,9 @@ pub async fn page_of_queues(State(state): State<Arc<AppState>>, visitor: Visitor
                         td { (queue.name) }
                         td { (wire_name(&queue.kind)) }
                         td data-status=(wire_name(&queue.status)) {
-                            @if connected {
-                                (wire_name(&queue.status))
-                                @if let Some(detail) = &queue.detail { ": " (detail) }
-                            } @else { "not connected" }
+                            @if connected { (queue.status_text()) } @else { "not connected" }
                         }
-                        td { (queue.agent_names.iter().cloned().collect::<Vec<_>>().join(", ")) }
+                        td { (names_or_none(&queue.agent_names)) }
                         td { (moment(queue.last_heartbeat)) }
                     }
                 }

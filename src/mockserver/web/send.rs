@@ -14,6 +14,7 @@ use super::super::model::{Model, Permission, SendResult};
 use super::super::AppState;
 use super::layout::{csrf_field, page, refusal_page, refused};
 use super::visitor::Visitor;
+use crate::operator_views::names_or_none;
 use crate::protocol::wire_name;
 
 #[derive(Deserialize)]
@@ -123,11 +124,8 @@ fn window_page(
                             td { input type="checkbox" name="queue" value=(queue.name) checked[checked.contains(&queue.name)]; }
                             td { (queue.name) }
                             td { (wire_name(&queue.kind)) }
-                            td.status data-status=(wire_name(&queue.status)) {
-                                (wire_name(&queue.status))
-                                @if let Some(detail) = &queue.detail { ": " (detail) }
-                            }
-                            td { (queue.agent_names.iter().cloned().collect::<Vec<_>>().join(", ")) }
+                            td.status data-status=(wire_name(&queue.status)) { (queue.status_text()) }
+                            td { (names_or_none(&queue.agent_names)) }
                         }
                     }
                 }
