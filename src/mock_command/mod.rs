@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 use crate::config::Secret;
 use crate::mockserver::auth::PasswordHash;
+use crate::mockserver::model::JobAction;
 use crate::operator_client::{segment, OperatorClient};
 use print::Shape;
 
@@ -59,14 +60,9 @@ pub(crate) enum MockAction {
         #[arg(long = "file")]
         files: Vec<PathBuf>,
     },
-    /// Move a job in progress to awaiting approval.
-    RequestApproval { id: String },
-    /// Approve a job (with AutoSend on, it goes to production).
-    Approve { id: String },
-    /// Put a job on hold.
-    Hold { id: String },
-    /// Archive a job.
-    Archive { id: String },
+    /// request-approval, approve, hold, archive, complete, retain.
+    #[command(flatten)]
+    Button(JobButton),
     /// Set the queues preselected for a job.
     SetQueues {
         id: String,
@@ -106,10 +102,6 @@ pub(crate) enum MockAction {
         #[arg(value_parser = ["packing-slip", "invoice"])]
         kind: String,
     },
-    /// Complete a store job whose order is closed out.
-    Complete { id: String },
-    /// Retain a store job whose order is closed out.
-    Retain { id: String },
     /// List the queues a person can choose (connected ones; --all for every one).
     Queues {
         #[arg(long)]
@@ -158,6 +150,37 @@ pub(crate) enum MockAction {
     },
 }
 
+/// The buttons on a job, each a command of its own (`tbot mock approve J-1001`).
+#[derive(Subcommand)]
+pub(crate) enum JobButton {
+    /// Move a job in progress to awaiting approval.
+    RequestApproval { id: String },
+    /// Approve a job (with AutoSend on, it goes to production).
+    Approve { id: String },
+    /// Put a job on hold.
+    Hold { id: String },
+    /// Archive a job.
+    Archive { id: String },
+    /// Complete a store job whose order is closed out.
+    Complete { id: String },
+    /// Retain a store job whose order is closed out.
+    Retain { id: String },
+}
+
+impl JobButton {
+    /// The action it presses, and on which job.
+    fn pressed(&self) -> (JobAction, &str) {
+        match self {
+            JobButton::RequestApproval { id } => (JobAction::RequestApproval, id),
+            JobButton::Approve { id } => (JobAction::Approve, id),
+            JobButton::Hold { id } => (JobAction::Hold, id),
+            JobButton::Archive { id } => (JobAction::Archive, id),
+            JobButton::Complete { id } => (JobAction::Complete, id),
+            JobButton::Retain { id } => (JobAction::Retain, id),
+        }
+    }
+}
+
 impl MockAction {
     /// How the command's answer reads for a person.
     fn shape(&self) -> Shape {
@@ -165,13 +188,8 @@ impl MockAction {
             MockAction::Jobs { .. } => Shape::Jobs,
             MockAction::Job { .. }
             | MockAction::CreateJob { .. }
-            | MockAction::RequestApproval { .. }
-            | MockAction::Approve { .. }
-            | MockAction::Hold { .. }
-            | MockAction::Archive { .. }
-            | MockAction::SetQueues { .. }
-            | MockAction::Complete { .. }
-            | MockAction::Retain { .. } => Shape::Job,
+            | MockAction::Button(_)
+            | MockAction::SetQueues { .. } => Shape::Job,
             MockAction::Order { .. } => Shape::Order,
             MockAction::Send { .. } => Shape::Sent,
             MockAction::OrderDetails { .. } => Shape::OrderDetails,
@@ -216,6 +234,11 @@ pub async fn run(args: MockArgs) -> anyhow::Result<()> {
                 })
                 .await?
         }
+        MockAction::Button(button) => {
+            let (action, id) = button.pressed();
+            let path = format!("/jobs/{}/{}", segment(id), action.name());
+            client.post(&path, json!({})).await?
+        }
         MockAction::Job { id } => client.get(&format!("/jobs/{}", segment(&id))).await?,
         MockAction::CreateJob {
             name,
@@ -242,29 +265,6 @@ pub async fn run(args: MockArgs) -> anyhow::Result<()> {
                 client.upload(&id, &file_name, bytes).await?;
             }
             client.get(&format!("/jobs/{}", segment(&id))).await?
-        }
-        MockAction::RequestApproval { id } => {
-            client
-                .post(
-                    &format!("/jobs/{}/request-approval", segment(&id)),
-                    json!({}),
-                )
-                .await?
-        }
-        MockAction::Approve { id } => {
-            client
-                .post(&format!("/jobs/{}/approve", segment(&id)), json!({}))
-                .await?
-        }
-        MockAction::Hold { id } => {
-            client
-                .post(&format!("/jobs/{}/hold", segment(&id)), json!({}))
-                .await?
-        }
-        MockAction::Archive { id } => {
-            client
-                .post(&format!("/jobs/{}/archive", segment(&id)), json!({}))
-                .await?
         }
         MockAction::SetQueues { id, queues } => {
             client
@@ -307,16 +307,6 @@ pub async fn run(args: MockArgs) -> anyhow::Result<()> {
                     .await?
             );
             return Ok(());
-        }
-        MockAction::Complete { id } => {
-            client
-                .post(&format!("/jobs/{}/complete", segment(&id)), json!({}))
-                .await?
-        }
-        MockAction::Retain { id } => {
-            client
-                .post(&format!("/jobs/{}/retain", segment(&id)), json!({}))
-                .await?
         }
         MockAction::Queues { all } => {
             client
