@@ -26,7 +26,7 @@ pub enum Permission {
 
 impl Permission {
     /// The permission as a person reads it in a refusal.
-    fn describe(self) -> &'static str {
+    pub fn describe(self) -> &'static str {
         match self {
             Permission::CreateJobs => "create-jobs",
             Permission::ManageJobs => "manage-jobs",

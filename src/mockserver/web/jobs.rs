@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::Form;
 use maud::{html, Markup};
@@ -12,7 +11,7 @@ use serde::Deserialize;
 
 use super::super::model::{Delivery, DeliveryState, JobAction, Model, Permission, SettingsChange};
 use super::super::AppState;
-use super::layout::{csrf_field, page, refusal_page, refused};
+use super::layout::{csrf_field, page, refused};
 use super::visitor::Visitor;
 use crate::operator_client::segment;
 use crate::operator_views::{names_or_none, JobGroups, JobView};
@@ -183,12 +182,8 @@ pub async fn set_autosend(
     if let Some(refusal) = visitor.refuse_forged(&form.csrf) {
         return refusal;
     }
-    if !visitor.may(Permission::ChangeSettings) {
-        return refusal_page(
-            &visitor,
-            StatusCode::FORBIDDEN,
-            "Only a site owner turns AutoSend on and off.",
-        );
+    if let Some(refusal) = visitor.refuse_without(Permission::ChangeSettings) {
+        return refusal;
     }
     let now = state.clock.now();
     let change = SettingsChange {

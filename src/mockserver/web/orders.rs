@@ -14,7 +14,7 @@ use super::super::api_error::ApiError;
 use super::super::documents::{self, invoice_body, packing_slip_body};
 use super::super::model::{unknown_order, CloseoutRequest, Order, Payment, Permission};
 use super::super::AppState;
-use super::layout::{csrf_field, page, refusal_page, refused};
+use super::layout::{csrf_field, page, refused};
 use super::visitor::Visitor;
 use crate::operator_client::segment;
 
@@ -117,12 +117,8 @@ pub async fn window(
     Path(number): Path<String>,
     Query(query): Query<TabQuery>,
 ) -> Response {
-    if !visitor.may(Permission::CloseOutOrders) {
-        return refusal_page(
-            &visitor,
-            StatusCode::FORBIDDEN,
-            "Your profile does not have the close-out-orders permission.",
-        );
+    if let Some(refusal) = visitor.refuse_without(Permission::CloseOutOrders) {
+        return refusal;
     }
     closeout_window(&state, &visitor, &number, query.tab.as_deref(), None)
 }

@@ -52,12 +52,8 @@ pub async fn window(
     visitor: Visitor,
     Query(chosen): Query<Chosen>,
 ) -> Response {
-    if !visitor.may(Permission::SendToProduction) {
-        return refusal_page(
-            &visitor,
-            StatusCode::FORBIDDEN,
-            "Your profile does not have the send-to-production permission.",
-        );
+    if let Some(refusal) = visitor.refuse_without(Permission::SendToProduction) {
+        return refusal;
     }
     if chosen.jobs.is_empty() {
         return refusal_page(

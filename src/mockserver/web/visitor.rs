@@ -27,6 +27,20 @@ impl Visitor {
         self.permissions.contains(&permission)
     }
 
+    /// The refusal of a page or form their profile does not allow; none when it does.
+    pub fn refuse_without(&self, permission: Permission) -> Option<Response> {
+        (!self.may(permission)).then(|| {
+            refusal_page(
+                self,
+                StatusCode::FORBIDDEN,
+                &format!(
+                    "Your profile does not have the {} permission.",
+                    permission.describe()
+                ),
+            )
+        })
+    }
+
     /// The refusal of a form that does not carry this session's CSRF token; none
     /// when it does.
     pub fn refuse_forged(&self, sent: &str) -> Option<Response> {
