@@ -160,6 +160,17 @@ impl Browser {
         element.attr(name).await.ok().flatten()
     }
 
+    /// Waits at most `limit` until the element matching `css` has attribute `name` set
+    /// to `value`.
+    pub async fn wait_for_attr(&self, css: &str, name: &str, value: &str, limit: Duration) {
+        wait_until(
+            &format!("{css} to have {name}={value:?}"),
+            limit,
+            || async { (self.attr(css, name).await.as_deref() == Some(value)).then_some(()) },
+        )
+        .await;
+    }
+
     /// Waits until the element matching `css` has text containing `part`.
     pub async fn wait_for_text(&self, css: &str, part: &str) -> String {
         wait_until(

@@ -126,10 +126,9 @@ async fn a_job_goes_from_creation_to_delivered_on_the_web_page() {
     browser
         .click(&format!("{tile} button[data-action=approve]"))
         .await;
-    wait_until("the job approved", Duration::from_secs(10), || async {
-        (browser.attr(&tile, "data-state").await.as_deref() == Some("approved")).then_some(())
-    })
-    .await;
+    browser
+        .wait_for_attr(&tile, "data-state", "approved", Duration::from_secs(10))
+        .await;
 
     // Send to Production: the window lists the queue with its kind and status, the
     // preselected one checked.
@@ -389,19 +388,15 @@ async fn an_order_is_closed_out_on_the_web_page() {
         .wait_for_text(&format!("li[data-job='{}']", jobs[0]), "sent to")
         .await;
     browser.click("#back").await;
-    wait_until(
-        "the first job waiting for closeout",
-        Duration::from_secs(20),
-        || async {
-            (browser
-                .attr(&format!("#job-{}", jobs[0]), "data-state")
-                .await
-                .as_deref()
-                == Some("waiting_for_order_closeout"))
-            .then_some(())
-        },
-    )
-    .await;
+    let first = format!("#job-{}", jobs[0]);
+    browser
+        .wait_for_attr(
+            &first,
+            "data-state",
+            "waiting_for_order_closeout",
+            Duration::from_secs(20),
+        )
+        .await;
 
     browser
         .click("section[data-order='MC-7001'] a.details")
@@ -446,15 +441,9 @@ async fn an_order_is_closed_out_on_the_web_page() {
     browser
         .click(&format!("#job-{} button[data-action=complete]", jobs[0]))
         .await;
-    wait_until("the job completed", Duration::from_secs(10), || async {
-        (browser
-            .attr(&format!("#job-{}", jobs[0]), "data-state")
-            .await
-            .as_deref()
-            == Some("completed"))
-        .then_some(())
-    })
-    .await;
+    browser
+        .wait_for_attr(&first, "data-state", "completed", Duration::from_secs(10))
+        .await;
 
     // Line items that ship to two addresses are refused, saying where to close out.
     browser
