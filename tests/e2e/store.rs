@@ -12,19 +12,6 @@ use crate::support::*;
 
 const STORE_TOKEN: &str = "store-secret-7";
 
-/// Posts `order` to the store connection with `token`; the status and the answer.
-async fn post_order(url: &str, token: &str, order: &Value) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .post(format!("{url}/api/v1/store/orders"))
-        .bearer_auth(token)
-        .json(order)
-        .send()
-        .await
-        .expect("the store connection answers");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 #[tokio::test]
 async fn a_store_order_is_made_once_delivered_and_waits_for_its_closeout() {
     let floor = Floor::new(&["indigo"]);

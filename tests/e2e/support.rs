@@ -47,6 +47,19 @@ pub async fn start_store_server(store_token: &str) -> MockServer {
     .await
 }
 
+/// Posts `order` to the store connection with `token`; the status and the answer.
+pub async fn post_order(url: &str, token: &str, order: &Value) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{url}/api/v1/store/orders"))
+        .bearer_auth(token)
+        .json(order)
+        .send()
+        .await
+        .expect("the store connection answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
 /// Like [`start_server`], on a given address (to start a server again where it was).
 pub async fn start_server_at(
     listen: SocketAddr,

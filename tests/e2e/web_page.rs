@@ -334,16 +334,8 @@ fn store_order(id: &str, number: &str, names: &[&str], streets: &[&str]) -> Valu
 }
 
 async fn post_store_order(server: &MockServer, order: &Value) -> Vec<String> {
-    let answer: Value = reqwest::Client::new()
-        .post(format!("{}/api/v1/store/orders", server.url()))
-        .bearer_auth(STORE_TOKEN)
-        .json(order)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (status, answer) = post_order(&server.url(), STORE_TOKEN, order).await;
+    assert_eq!(status, 201, "{answer}");
     serde_json::from_value(answer["jobs"].clone()).expect("the order's jobs")
 }
 
