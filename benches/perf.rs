@@ -125,6 +125,7 @@ fn add_job_files(
             location: url
                 .clone()
                 .map_or(FileLocation::Stored, FileLocation::External),
+            role: tbot::protocol::FileRole::Content,
         })
         .collect();
     let job = model

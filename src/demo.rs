@@ -32,10 +32,25 @@ const DEMO_TOKEN: &str = "demo-agent-token";
 const STORE_TOKEN: &str = "demo-store-token";
 
 /// The demo's queues: name, kind, hotfolder folder name.
-const QUEUES: [(&str, &str); 3] = [
-    ("indigo-7900", "printer"),
-    ("trendsetter-ctp", "ctp"),
-    ("prinergy-imposition", "imposition"),
+/// The demo's queues: name, kind, and delivery profile. The CTP takes each job's
+/// plates as one folder; the imposition system takes a JDF ticket beside the files.
+const QUEUES: [(&str, &str, &str); 3] = [
+    (
+        "indigo-7900",
+        "printer",
+        "naming = \"{order}_{job}_{name}\"\n",
+    ),
+    (
+        "trendsetter-ctp",
+        "ctp",
+        "layout = \"folder\"\nfolder = \"{order}_{job}\"\nnaming = \"{name}\"\n",
+    ),
+    (
+        "prinergy-imposition",
+        "imposition",
+        "naming = \"{order}_{job}_{name}\"\nticket = \"jdf\"\nsubfolder = \"{customer}\"\n\
+         accepted_folder = \"Input_Success\"\nrejected_folder = \"Input_Error\"\n",
+    ),
 ];
 
 /// Runs the demo in `dir` and prints the table of drops; with `keep_serving`, leaves
@@ -108,10 +123,35 @@ fn report(rows: &[Row], started: Instant, dir: &Path) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64(),
         dir.join("hotfolders").display()
     );
+    let hotfolders = dir.join("hotfolders");
+    for (queue, _, _) in QUEUES {
+        for ticket in tickets_in(&hotfolders.join(queue)) {
+            println!("job ticket after the files: {}", ticket.display());
+        }
+    }
     if bad > 0 {
         bail!("{bad} dropped files do not match their checksum");
     }
     Ok(())
+}
+
+/// The JDF tickets a queue's delivery profile wrote, in its hotfolder and the
+/// subfolders below it (not tbot's staging folder).
+fn tickets_in(folder: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(folder).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        if path.is_dir() {
+            found.extend(tickets_in(&path));
+        } else if path.extension().is_some_and(|ext| ext == "jdf") {
+            found.push(path);
+        }
+    }
+    found.sort();
+    found
 }
 
 /// Writes a file only its owner may read: it holds a token or a password.
@@ -144,7 +184,7 @@ fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
         }
     }
     let hotfolders = dir.join("hotfolders");
-    for (queue, _) in QUEUES {
+    for (queue, _, _) in QUEUES {
         std::fs::create_dir_all(hotfolders.join(queue))
             .with_context(|| format!("cannot create a hotfolder in {}", hotfolders.display()))?;
     }
@@ -161,9 +201,9 @@ fn agent_config(dir: &Path, server_url: &str) -> String {
          [agent]\nname = \"demo-floor\"\nstate_dir = {state:?}\nconcurrency = 4\n",
         state = dir.join("state").display().to_string(),
     );
-    for (queue, kind) in QUEUES {
+    for (queue, kind, profile) in QUEUES {
         text.push_str(&format!(
-            "\n[[queue]]\nname = \"{queue}\"\nkind = \"{kind}\"\nhotfolder = {:?}\nnaming = \"{{order}}_{{job}}_{{name}}\"\n",
+            "\n[[queue]]\nname = \"{queue}\"\nkind = \"{kind}\"\nhotfolder = {:?}\n{profile}",
             dir.join("hotfolders").join(queue).display().to_string()
         ));
     }
@@ -219,6 +259,15 @@ async fn drive(server: &MockServer, dir: &Path) -> anyhow::Result<Vec<Row>> {
     let brochure_queues = ["indigo-7900".to_string(), "prinergy-imposition".to_string()];
     let brochure = owner
         .create_job("Brochure A4 - spring", Some("MC-5521"), &brochure_queues)
+        .await?;
+    owner
+        .put(
+            &format!("/jobs/{brochure}/ticket"),
+            json!({"customer": "Smith & Co", "ticket": {
+                "quantity": 2500, "sides": "two_sided", "color": "cmyk",
+                "media": {"name": "Silk 170", "width_mm": 210, "height_mm": 297, "weight_gsm": 170},
+                "finishing": ["fold", "saddle_stitch"], "notes": "spring campaign"}}),
+        )
         .await?;
     owner
         .upload(

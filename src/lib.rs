@@ -19,3 +19,4 @@ mod pem;
 pub mod protocol;
 pub mod shutdown;
 pub mod status;
+pub mod ticket;

@@ -138,14 +138,16 @@ enum Part {
     JobName,
     Send,
     Queue,
+    Customer,
     Name,
 }
 
 /// A queue's naming rule, such as `{order}_{job}_{name}`.
 ///
-/// Placeholders: `{order}` (order number, left out with the separator after it when the
-/// job has none), `{job}` (job id), `{job_name}`, `{send}` (send count), `{queue}` and
-/// `{name}` (the file's own name, required so the extension survives).
+/// Placeholders: `{order}` (order number), `{customer}` and `{job_name}` (each left out
+/// with the separator after it when the job has none), `{job}` (job id), `{send}` (send
+/// count), `{queue}` and `{name}` (the file's own name, required in a file rule so the
+/// extension survives, and refused where there is no file, such as a folder rule).
 #[derive(Clone, PartialEq, Eq)]
 pub struct NamingRule {
     template: String,
@@ -159,7 +161,29 @@ impl fmt::Debug for NamingRule {
 }
 
 impl NamingRule {
+    /// A rule for a file's name: it must hold `{name}`.
     pub fn parse(template: &str) -> Result<NamingRule, String> {
+        let rule = NamingRule::parse_parts(template)?;
+        if !rule.parts.contains(&Part::Name) {
+            return Err("the rule must contain {name}, the file's own name".into());
+        }
+        Ok(rule)
+    }
+
+    /// A rule for a name that is no file's (a job folder, a ticket, a subfolder): it
+    /// may not hold `{name}`, and needs a placeholder or text.
+    pub fn parse_without_name(template: &str) -> Result<NamingRule, String> {
+        let rule = NamingRule::parse_parts(template)?;
+        if rule.parts.contains(&Part::Name) {
+            return Err("{name} has no meaning here: there is no one file to take it from".into());
+        }
+        if rule.parts.is_empty() {
+            return Err("the rule is empty".into());
+        }
+        Ok(rule)
+    }
+
+    fn parse_parts(template: &str) -> Result<NamingRule, String> {
         let mut parts = Vec::new();
         let mut rest = template;
         while let Some(open) = rest.find('{') {
@@ -173,10 +197,11 @@ impl NamingRule {
                 "job_name" => Part::JobName,
                 "send" => Part::Send,
                 "queue" => Part::Queue,
+                "customer" => Part::Customer,
                 "name" => Part::Name,
                 other => {
                     return Err(format!(
-                        "unknown placeholder {{{other}}} (known: {{order}}, {{job}}, {{job_name}}, {{send}}, {{queue}}, {{name}})"
+                        "unknown placeholder {{{other}}} (known: {{order}}, {{customer}}, {{job}}, {{job_name}}, {{send}}, {{queue}}, {{name}})"
                     ))
                 }
             });
@@ -187,9 +212,6 @@ impl NamingRule {
         }
         if !rest.is_empty() {
             parts.push(Part::Text(rest.to_string()));
-        }
-        if !parts.contains(&Part::Name) {
-            return Err("the rule must contain {name}, the file's own name".into());
         }
         for part in &parts {
             if let Part::Text(text) = part {
@@ -206,38 +228,82 @@ impl NamingRule {
         })
     }
 
-    /// The name `file_name` of `delivery` gets in the hotfolder. Values from the server
-    /// other than the (already checked) file name are made safe: characters that cannot
-    /// stand in a file name become `_`.
+    /// The name `file_name` of `delivery` gets in the hotfolder (`file_name` is the
+    /// name a rule without `{name}` never reads). Values from the server other than the
+    /// (already checked) file name are made safe: characters that cannot stand in a
+    /// file name become `_`. An empty placeholder collapses with the separator after
+    /// it, or before it at the end.
     pub fn render(&self, delivery: &Delivery, file_name: &str) -> String {
+        let job = &delivery.job;
         let mut out = String::new();
         let mut skip_separator = false;
         for part in &self.parts {
             let value = match part {
                 Part::Text(text) if skip_separator => {
                     skip_separator = false;
-                    text.trim_start_matches(['_', '-', ' ', '.']).to_string()
+                    text.trim_start_matches(SEPARATORS).to_string()
                 }
                 Part::Text(text) => text.clone(),
-                Part::Order => match &delivery.job.order_number {
-                    Some(order) if !order.trim().is_empty() => sanitize(order),
-                    _ => {
-                        skip_separator = true;
-                        continue;
-                    }
-                },
-                Part::Job => sanitize(&delivery.job.id),
-                Part::JobName => sanitize(&delivery.job.name),
-                Part::Send => delivery.job.send_count.to_string(),
+                Part::Order => sanitize(job.order_number.as_deref().unwrap_or("")),
+                Part::Customer => sanitize(job.customer.as_deref().unwrap_or("")),
+                Part::Job => sanitize(&job.id),
+                Part::JobName => sanitize(&job.name),
+                Part::Send => job.send_count.to_string(),
                 Part::Queue => sanitize(&delivery.queue),
                 Part::Name => file_name.to_string(),
             };
             if !matches!(part, Part::Text(_)) {
-                skip_separator = false;
+                skip_separator = value.is_empty();
+                if skip_separator {
+                    continue;
+                }
             }
             out.push_str(&value);
         }
+        if skip_separator {
+            out.truncate(out.trim_end_matches(SEPARATORS).len());
+        }
         out.trim_start_matches('.').to_string()
+    }
+}
+
+/// What stands between placeholders and goes with an empty one.
+const SEPARATORS: [char; 4] = ['_', '-', ' ', '.'];
+
+/// A rule for a path of folders below the hotfolder, such as `{customer}/{order}`: one
+/// name rule per folder. A folder whose name comes out empty is left out, so a path
+/// never holds an empty step, and no step can be `..` or leave the hotfolder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FolderPathRule {
+    steps: Vec<NamingRule>,
+}
+
+impl FolderPathRule {
+    pub fn parse(template: &str) -> Result<FolderPathRule, String> {
+        let steps = template
+            .split('/')
+            .filter(|step| !step.is_empty())
+            .map(NamingRule::parse_without_name)
+            .collect::<Result<Vec<_>, _>>()?;
+        if steps.is_empty() {
+            return Err("the rule names no folder".into());
+        }
+        Ok(FolderPathRule { steps })
+    }
+
+    /// The folders for `delivery`, each a checked file name; the error names the one
+    /// that is not.
+    pub fn render(&self, delivery: &Delivery) -> Result<Vec<String>, String> {
+        let mut folders = Vec::new();
+        for step in &self.steps {
+            let folder = step.render(delivery, "");
+            if folder.is_empty() {
+                continue;
+            }
+            check_file_name(&folder).map_err(|why| format!("folder {folder:?}: {why}"))?;
+            folders.push(folder);
+        }
+        Ok(folders)
     }
 }
 
@@ -288,6 +354,8 @@ mod tests {
                 name: "Cards / Smith".into(),
                 order_number: order.map(String::from),
                 send_count: 2,
+                customer: None,
+                ticket: None,
             },
             files: vec![],
         }
@@ -368,6 +436,30 @@ mod tests {
         hostile.job.id = "J\u{2028}1".into();
         let rule = NamingRule::parse("{order}_{job}_{name}").unwrap();
         assert_eq!(rule.render(&hostile, "a.pdf"), "MC_1_J_1_a.pdf");
+    }
+
+    #[test]
+    fn empty_placeholders_collapse_with_their_separator() {
+        let rule = NamingRule::parse_without_name("{order}_{job}_{customer}").unwrap();
+        assert_eq!(rule.render(&delivery(None), ""), "J-1001");
+        let mut with_customer = delivery(Some("MC-1"));
+        with_customer.job.customer = Some("Smith & Co".into());
+        assert_eq!(rule.render(&with_customer, ""), "MC-1_J-1001_Smith & Co");
+        assert!(NamingRule::parse_without_name("{order}_{name}").is_err());
+    }
+
+    #[test]
+    fn folder_paths_never_leave_the_hotfolder() {
+        let rule = FolderPathRule::parse("{customer}/{order}").unwrap();
+        let mut hostile = delivery(Some(".."));
+        hostile.job.customer = Some("../../etc".into());
+        assert_eq!(rule.render(&hostile).unwrap(), ["_.._etc"]);
+        assert_eq!(rule.render(&delivery(None)).unwrap(), Vec::<String>::new());
+        let mut plain = delivery(Some("MC-5521"));
+        plain.job.customer = Some("Smith".into());
+        assert_eq!(rule.render(&plain).unwrap(), ["Smith", "MC-5521"]);
+        assert!(FolderPathRule::parse("{name}/x").is_err());
+        assert!(FolderPathRule::parse("/").is_err());
     }
 
     #[test]

@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 
 use crate::mockserver::model::{Delivery, Job, JobState, Model, Order, Queue, SendResult};
 use crate::mockserver::RequestRecord;
+use crate::protocol::Sides;
 
 /// A job with its deliveries and the queues preselected for it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -161,6 +162,41 @@ pub struct RequestList {
 pub struct ClockView {
     #[serde(with = "time::serde::rfc3339")]
     pub now: OffsetDateTime,
+}
+
+/// What a job's ticket tells its device, in one line a person reads on the page and
+/// in `tbot mock`: "500 copies, two-sided, cmyk, Gloss 350 85×55 mm 350 g/m², cut,
+/// due 2026-11-23T16:00:00Z: rush". None when the job has no ticket.
+pub fn ticket_summary(job: &Job) -> Option<String> {
+    let ticket = job.ticket.as_ref()?;
+    let mut parts: Vec<String> = Vec::new();
+    parts.extend(ticket.quantity.map(|n| format!("{n} copies")));
+    parts.extend(ticket.sides.map(|sides| match sides {
+        Sides::OneSided => "one-sided".to_string(),
+        Sides::TwoSided => "two-sided".to_string(),
+    }));
+    parts.extend(ticket.color.clone());
+    if let Some(media) = &ticket.media {
+        let mut stock: Vec<String> = media.name.iter().cloned().collect();
+        if let (Some(width), Some(height)) = (media.width_mm, media.height_mm) {
+            stock.push(format!("{width}×{height} mm"));
+        }
+        stock.extend(media.weight_gsm.map(|gsm| format!("{gsm} g/m²")));
+        parts.push(stock.join(" "));
+    }
+    parts.extend(ticket.finishing.iter().cloned());
+    parts.extend(ticket.due.map(|due| {
+        format!(
+            "due {}",
+            due.format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default()
+        )
+    }));
+    let mut line = parts.join(", ");
+    if let Some(notes) = &ticket.notes {
+        line.push_str(&format!(": {notes}"));
+    }
+    Some(line)
 }
 
 /// Names as a person reads them, on the page and in `tbot mock`: `a, b`, or `none`.

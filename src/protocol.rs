@@ -1,4 +1,4 @@
-//! Wire types of the agent protocol, version 1 (`docs/api.md`, from `PROTOCOL.md`).
+//! Wire types of the agent protocol, version 1.1 (`docs/api.md`, from `PROTOCOL.md`).
 //!
 //! Both halves use these types, so the agent and the bundled job side cannot drift
 //! apart. Times travel as RFC 3339 in UTC; unknown fields are ignored on both sides.
@@ -92,7 +92,7 @@ pub struct ClaimResponse {
 }
 
 /// One job's files going to one queue, once.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Delivery {
     pub id: String,
     pub queue: String,
@@ -102,13 +102,64 @@ pub struct Delivery {
     pub files: Vec<DeliveryFile>,
 }
 
-/// The job a delivery belongs to, as far as naming the dropped files needs it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The job a delivery belongs to, as far as naming the dropped files and writing its
+/// job ticket need it. A version-1 server sends neither `customer` nor `ticket`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeliveryJob {
     pub id: String,
     pub name: String,
     pub order_number: Option<String>,
     pub send_count: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<JobTicket>,
+}
+
+/// What a device needs to produce a job (1.1); every field is optional, and a field
+/// of the wrong type makes the delivery bad input.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobTicket {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantity: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sides: Option<Sides>,
+    /// `cmyk`, `gray`, `spot` or a free word.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub color: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<Media>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub finishing: Vec<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub due: Option<OffsetDateTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+}
+
+/// Printed on one side of the sheet or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sides {
+    OneSided,
+    TwoSided,
+}
+
+/// The stock a job is printed on.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Media {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width_mm: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height_mm: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_gsm: Option<f64>,
 }
 
 /// One file of a delivery. `size` is signed on purpose: a negative size from a broken
@@ -119,6 +170,26 @@ pub struct DeliveryFile {
     pub size: i64,
     pub sha256: String,
     pub url: String,
+    #[serde(default, skip_serializing_if = "FileRole::is_content")]
+    pub role: FileRole,
+}
+
+/// What a file is to the job (1.1): a version-1 server sends no role, which is content.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileRole {
+    #[default]
+    Content,
+    Cover,
+    Separation,
+    /// A ready-made job ticket from the job side: dropped after the files it names.
+    Ticket,
+}
+
+impl FileRole {
+    fn is_content(&self) -> bool {
+        *self == FileRole::Content
+    }
 }
 
 /// `POST /deliveries/{id}/renew` answer.
@@ -161,6 +232,10 @@ pub struct FailRequest {
 pub enum FileEvent {
     PickedUp,
     Stalled,
+    /// (1.1) The device moved the file into the queue's success folder.
+    Accepted,
+    /// (1.1) The device moved the file into the queue's error folder.
+    Rejected,
 }
 
 /// `POST /deliveries/{id}/events` body.
@@ -170,6 +245,8 @@ pub struct EventRequest {
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
     pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// The body of every 4xx and 5xx answer.

@@ -8,7 +8,7 @@ use url::Url;
 
 use crate::config::QueueConfig;
 use crate::logging::clipped;
-use crate::naming::{check_file_name, clash_key, CLASH_ROOM};
+use crate::naming::{check_file_name, clash_key};
 use crate::protocol::Delivery;
 
 /// One file of a delivery that passed the checks, with its size as a byte count and
@@ -88,42 +88,4 @@ fn check_url(url: &str) -> Result<(), String> {
         return Err("the url carries a user name or password, which tbot does not send".into());
     }
     Ok(())
-}
-
-/// The name each file gets in the hotfolder under the queue's naming rule, each checked
-/// like a name from the server and against the file system's own limit (`name_max`
-/// bytes, with room for a clash suffix), and no two the same to the file system: all
-/// before any file of the delivery is written.
-pub(crate) fn final_names(
-    delivery: &Delivery,
-    queue: &QueueConfig,
-    files: &[CheckedFile],
-    name_max: usize,
-) -> Result<Vec<String>, String> {
-    let mut seen = HashSet::new();
-    let mut names = Vec::with_capacity(files.len());
-    for (index, file) in files.iter().enumerate() {
-        let name = queue.naming.render(delivery, &file.name);
-        let which = format!(
-            "file {} ({:?}) named {name:?} by queue {}'s naming rule",
-            index + 1,
-            file.name,
-            queue.name
-        );
-        check_file_name(&name).map_err(|why| format!("{which}: {why}"))?;
-        if name.len() + CLASH_ROOM > name_max {
-            return Err(format!(
-                "{which}: the name is {} bytes long; the hotfolder's file system takes at most {name_max}, \
-                 and tbot keeps {CLASH_ROOM} free for a clash suffix",
-                name.len()
-            ));
-        }
-        if !seen.insert(clash_key(&name)) {
-            return Err(format!(
-                "{which}: another file of the delivery gets the same name"
-            ));
-        }
-        names.push(name);
-    }
-    Ok(names)
 }

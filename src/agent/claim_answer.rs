@@ -16,8 +16,8 @@ const MAX_ID_CHARS: usize = 128;
 /// One delivery from a claim answer.
 #[derive(Debug, Clone)]
 pub enum Claimed {
-    /// Well-formed: ready for the check step.
-    Ready(Delivery),
+    /// Well-formed: ready for the check step (boxed: a ticket makes it large).
+    Ready(Box<Delivery>),
     /// Leased to us but not readable; it is failed by its id when it has a readable one.
     Malformed { id: Option<String>, problem: String },
 }
@@ -33,7 +33,7 @@ impl Claimed {
                     return Claimed::Ready(delivery);
                 }
                 match serde_json::from_str(&secret.redact(&text)) {
-                    Ok(clean) => Claimed::Ready(clean),
+                    Ok(clean) => Claimed::Ready(Box::new(clean)),
                     Err(_) => Claimed::Malformed {
                         id: None,
                         problem: "the delivery holds the agent token".into(),
@@ -67,7 +67,7 @@ pub(crate) fn parse(body: &[u8]) -> Result<Vec<Claimed>, String> {
 
 fn one(bytes: &[u8]) -> Claimed {
     match serde_json::from_slice::<Delivery>(bytes) {
-        Ok(delivery) if usable_id(&delivery.id) => Claimed::Ready(delivery),
+        Ok(delivery) if usable_id(&delivery.id) => Claimed::Ready(Box::new(delivery)),
         Ok(delivery) => Claimed::Malformed {
             id: None,
             problem: format!(

@@ -10,6 +10,7 @@ use tracing::{info, warn};
 
 use super::delivery::Outcome;
 use super::metrics::{Metrics, OutcomeLabels, QueueLabel, ReportLabel};
+use crate::protocol::FileEvent;
 
 /// Something that happened.
 pub(crate) enum Event<'a> {
@@ -48,6 +49,14 @@ pub(crate) enum Event<'a> {
         delivery: &'a str,
         queue: &'a str,
         path: &'a str,
+    },
+    /// The device moved a dropped file into the queue's success or error folder.
+    Verdict {
+        delivery: &'a str,
+        queue: &'a str,
+        path: &'a str,
+        event: FileEvent,
+        detail: &'a str,
     },
     /// A dropped file is still in the hotfolder after the queue's `stall_after`.
     Stalled {
@@ -161,6 +170,20 @@ impl Events {
                 info!(delivery, queue, path, "picked up by the device");
                 metrics.picked_up.get_or_create(&by_queue(queue)).inc();
             }
+            Event::Verdict {
+                delivery,
+                queue,
+                path,
+                event: FileEvent::Rejected,
+                detail,
+            } => warn!(delivery, queue, path, "rejected by the device: {detail}"),
+            Event::Verdict {
+                delivery,
+                queue,
+                path,
+                detail,
+                ..
+            } => info!(delivery, queue, path, "accepted by the device: {detail}"),
             Event::Stalled {
                 delivery,
                 queue,

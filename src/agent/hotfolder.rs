@@ -44,8 +44,23 @@ impl Hotfolder {
     /// comes from the server and may hold anything, so it is hashed: two ids never share
     /// a name, and the name is always a plain one.
     pub fn staged_name(&self, delivery_id: &str, index: usize) -> String {
+        self.staged_piece(delivery_id, &format!("{index}.part"))
+    }
+
+    /// The name the job ticket of delivery `delivery_id` is staged under.
+    pub fn staged_ticket(&self, delivery_id: &str) -> String {
+        self.staged_piece(delivery_id, "ticket.part")
+    }
+
+    /// The name of the folder the job folder of delivery `delivery_id` is put together
+    /// in, in folder layout.
+    pub fn staged_job_folder(&self, delivery_id: &str) -> String {
+        self.staged_piece(delivery_id, "folder")
+    }
+
+    fn staged_piece(&self, delivery_id: &str, piece: &str) -> String {
         let digest = hex::encode(Sha256::digest(delivery_id.as_bytes()));
-        format!("{}-{}.{index}.part", self.owner, &digest[..32])
+        format!("{}-{}.{piece}", self.owner, &digest[..32])
     }
 
     /// Gives a file staged by an earlier tbot (named after the delivery id itself) its

@@ -9,6 +9,7 @@ pub mod client;
 mod connection;
 pub mod delivery;
 mod events;
+mod folder_watch;
 pub mod hotfolder;
 pub mod journal;
 pub mod journal_lock;
@@ -45,12 +46,13 @@ use blocking_call::BlockingCall;
 use client::{Claimed, ClientError, JobSideClient};
 use delivery::{Outcome, Worker};
 use events::Events;
+use folder_watch::FolderWatch;
 use hotfolder::MIN_FREE_SPACE;
 use journal::Journal;
 use journal_lock::JournalLock;
 use metrics::{Metrics, QueueLabel};
 use monitor_endpoint::{LoopBeat, Monitored};
-use pickup::PickupWatch;
+use pickup::{PickupWatch, QueueLook};
 use queue_set::{Queue, QueueSet};
 use reporter::Reporter;
 use service_manager::ServiceManager;
@@ -69,6 +71,9 @@ const KEEP_HANDED_BACK: Duration = Duration::from_secs(24 * 3600);
 /// local disk answers in milliseconds, a share that hangs may never answer.
 const PROBE_LIMIT: Duration = Duration::from_secs(10);
 
+/// The shortest time between two looks at the dropped files that notifications ask for.
+const MIN_LOOK_GAP: Duration = Duration::from_millis(200);
+
 /// How long a stopping agent tries to hand its last reports to the server.
 const FINAL_FLUSH: Duration = Duration::from_secs(5);
 
@@ -83,11 +88,13 @@ pub struct Agent {
     /// Whether the devices take the dropped files.
     pickup: Arc<PickupWatch>,
     /// The look at the dropped files, which may hang on a share.
-    pickup_look: BlockingCall<HashMap<String, usize>>,
+    pickup_look: BlockingCall<HashMap<String, QueueLook>>,
+    /// Notifications from the hotfolders, which hurry the pick-up watch.
+    folder_watch: FolderWatch,
     /// Each hotfolder's probe, which may hang on a share.
     probes: HashMap<std::path::PathBuf, BlockingCall<(QueueStatus, Option<String>)>>,
-    /// How many dropped files have stalled in each queue, at the last look.
-    stalled: HashMap<String, usize>,
+    /// What the pick-up watch saw in each queue at its last look.
+    looks: HashMap<String, QueueLook>,
     /// Held while the agent runs: no second agent may use the journal.
     _lock: JournalLock,
     /// systemd (when it runs the agent), told how things go.
@@ -166,6 +173,8 @@ impl Agent {
                 .map(|queue| Queue::new(queue, &instance))
                 .collect(),
         );
+        let mut folder_watch = FolderWatch::new();
+        folder_watch.watch(&queues.snapshot());
         let reports = Arc::new(Notify::new());
         let events = Events::new(Arc::new(Metrics::new()));
         let pickup = Arc::new(PickupWatch {
@@ -190,8 +199,9 @@ impl Agent {
             ready: Vec::new(),
             pickup,
             pickup_look: BlockingCall::new(PROBE_LIMIT),
+            folder_watch,
             probes: HashMap::new(),
-            stalled: HashMap::new(),
+            looks: HashMap::new(),
             _lock: lock,
             service: ServiceManager::from_env(),
             contact: Contact::NotYet,
@@ -228,9 +238,12 @@ impl Agent {
             .iter()
             .filter_map(|entry| {
                 let queue = self.worker.queues().find(&entry.delivery.queue)?;
+                let id = &entry.delivery.id;
                 Some(
                     (0..entry.delivery.files.len())
-                        .map(move |index| queue.hotfolder.staged_name(&entry.delivery.id, index)),
+                        .map(|index| queue.hotfolder.staged_name(id, index))
+                        .chain([queue.hotfolder.staged_ticket(id)])
+                        .collect::<Vec<_>>(),
                 )
             })
             .flatten()
@@ -352,6 +365,9 @@ impl Agent {
         let mut prune = tokio::time::interval_at(Instant::now() + PRUNE_EVERY, PRUNE_EVERY);
         let mut pickup = tokio::time::interval(pickup::POLL);
         pickup.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let folder_changes = self.folder_watch.changes();
+        let mut last_look = Instant::now();
+        let mut look_due: Option<Instant> = None;
         let mut claim: Option<PendingClaim> = None;
         let mut may_claim = false;
         let mut backlog = false;
@@ -369,8 +385,24 @@ impl Agent {
                 }
                 _ = prune.tick() => self.prune_journal(),
                 _ = pickup.tick() => {
-                    self.look_for_pickups().await;
+                    if self.look_for_pickups().await {
+                        self.heartbeat(&shutdown).await;
+                        may_claim = true;
+                    }
+                    last_look = Instant::now();
                     self.update_gauges();
+                }
+                _ = folder_changes.notified(), if look_due.is_none() => {
+                    // A burst of changes is one look, at most a few times a second.
+                    look_due = Some(last_look + MIN_LOOK_GAP);
+                }
+                _ = async { tokio::time::sleep_until(look_due.expect("guarded")).await }, if look_due.is_some() => {
+                    look_due = None;
+                    if self.look_for_pickups().await {
+                        self.heartbeat(&shutdown).await;
+                        may_claim = true;
+                    }
+                    last_look = Instant::now();
                 }
                 _ = heartbeat.tick() => {
                     self.heartbeat(&shutdown).await;
@@ -397,6 +429,7 @@ impl Agent {
                 }
                 _ = control.reload_requested() => {
                     if self.reload(in_flight.len()) == reload::Reloaded::Applied {
+                        self.folder_watch.watch(&self.worker.queues().snapshot());
                         check = every(self.config.server.check_interval);
                         check.reset();
                         heartbeat = every(self.config.server.heartbeat_interval);
@@ -466,13 +499,25 @@ impl Agent {
             .iter()
             .zip(probed)
             .map(|(queue, (mut status, mut detail))| {
-                let stalled = self.stalled.get(&queue.config.name).copied().unwrap_or(0);
-                if status == QueueStatus::Ready && stalled > 0 {
+                let look = self.looks.get(queue.name()).copied().unwrap_or_default();
+                if status == QueueStatus::Ready && look.stalled > 0 {
                     status = QueueStatus::Stalled;
                     detail = Some(format!(
-                        "{stalled} dropped file(s) still in {} after {}: the device is not taking them",
+                        "{} dropped file(s) still in {} after {}: the device is not taking them",
+                        look.stalled,
                         queue.hotfolder.root().display(),
                         humantime::format_duration(queue.config.stall_after)
+                    ));
+                }
+                if let (QueueStatus::Ready | QueueStatus::Stalled, Some(max)) =
+                    (status, self.over_max_waiting(queue))
+                {
+                    status = QueueStatus::Stalled;
+                    detail = Some(format!(
+                        "{} dropped files are waiting in {} (max_waiting = {max}): taking no new \
+                         deliveries until the device takes some",
+                        look.waiting,
+                        queue.hotfolder.root().display(),
                     ));
                 }
                 AnnouncedQueue {
@@ -536,13 +581,35 @@ impl Agent {
     }
 
     /// Looks at the dropped files off the runtime; a share that hangs keeps the last
-    /// count of stalled files and says so once it has hung for [`PROBE_LIMIT`].
-    async fn look_for_pickups(&mut self) {
+    /// look and says so once it has hung for [`PROBE_LIMIT`]. Whether a queue went
+    /// over or back under its `max_waiting`, which the server must hear of.
+    async fn look_for_pickups(&mut self) -> bool {
         let watch = self.pickup.clone();
+        let full_before = self.full_queues();
         match self.pickup_look.run(move || watch.check()).await {
-            Ok(stalled) => self.stalled = stalled,
+            Ok(looks) => self.looks = looks,
             Err(why) => warn!("looking at the dropped files {why}: a hotfolder share may hang"),
         }
+        self.full_queues() != full_before
+    }
+
+    /// The queue's `max_waiting`, when at least that many dropped files wait in its
+    /// hotfolder: it takes no new deliveries until the device takes some.
+    fn over_max_waiting(&self, queue: &Queue) -> Option<usize> {
+        let max = queue.config.profile.max_waiting?;
+        let waiting = self.looks.get(queue.name()).map_or(0, |look| look.waiting);
+        (waiting >= max).then_some(max)
+    }
+
+    /// The queues over their `max_waiting` now.
+    fn full_queues(&self) -> Vec<String> {
+        self.worker
+            .queues()
+            .snapshot()
+            .iter()
+            .filter(|queue| self.over_max_waiting(queue).is_some())
+            .map(|queue| queue.name().to_string())
+            .collect()
     }
 
     /// Sets the gauges the pick-up watch and the journal know: stalled files by queue,
@@ -550,7 +617,7 @@ impl Agent {
     fn update_gauges(&self) {
         let metrics = self.events.metrics();
         for queue in &self.config.queues {
-            let stalled = self.stalled.get(&queue.name).copied().unwrap_or(0);
+            let stalled = self.looks.get(&queue.name).map_or(0, |look| look.stalled);
             metrics
                 .stalled
                 .get_or_create(&QueueLabel {
@@ -662,12 +729,19 @@ impl Agent {
     /// With a backlog the server is asked to answer at once, else to hold the claim.
     fn start_claim(&self, busy: usize, backlog: bool) -> Option<PendingClaim> {
         let free = self.config.agent.concurrency.saturating_sub(busy);
-        if free == 0 || self.ready.is_empty() || self.worker.journal_trouble().is_some() {
+        let full = self.full_queues();
+        let queues: Vec<String> = self
+            .ready
+            .iter()
+            .filter(|name| !full.contains(name))
+            .cloned()
+            .collect();
+        if free == 0 || queues.is_empty() || self.worker.journal_trouble().is_some() {
             return None;
         }
         let long_poll = self.config.server.long_poll;
         let request = ClaimRequest {
-            queues: self.ready.clone(),
+            queues,
             max: u32::try_from(free).unwrap_or(u32::MAX),
             wait_s: if backlog {
                 0
@@ -696,11 +770,31 @@ impl Agent {
     /// Starts a task for every claimed delivery; returns how many were claimed.
     fn start_deliveries(&self, claimed: Vec<Claimed>, in_flight: &mut JoinSet<Outcome>) -> usize {
         let count = claimed.len();
+        let full = self.full_queues();
         for item in claimed {
             let worker = self.worker.clone();
             match item {
+                Claimed::Ready(delivery)
+                    if full.contains(&delivery.queue) && !self.knows(&delivery.id) =>
+                {
+                    // A claim the server held open since before the queue filled up:
+                    // the delivery goes back untouched, for later or another agent.
+                    let reason = format!(
+                        "queue {} has max_waiting files waiting for the device; handed back untouched",
+                        delivery.queue
+                    );
+                    info!(delivery = %delivery.id, "{reason}");
+                    let owed = journal::Owed::Fail(crate::protocol::FailRequest {
+                        reason,
+                        retryable: true,
+                    });
+                    if let Err(err) = worker.journal().queue_report(&delivery.id, &owed) {
+                        error!(delivery = %delivery.id, "cannot record the hand-back: {err}");
+                    }
+                    worker.wake_reporter();
+                }
                 Claimed::Ready(delivery) => {
-                    in_flight.spawn(async move { worker.deliver(delivery).await });
+                    in_flight.spawn(async move { worker.deliver(*delivery).await });
                 }
                 Claimed::Malformed {
                     id: Some(id),

@@ -110,7 +110,7 @@ impl Agent {
         }
         self.queue_state
             .retain(|name, _| new.queues.iter().any(|queue| &queue.name == name));
-        self.stalled
+        self.looks
             .retain(|name, _| new.queues.iter().any(|queue| &queue.name == name));
         self.config = new;
         if !changes.need_restart.is_empty() {
@@ -229,6 +229,22 @@ fn queue_differences(old: &QueueConfig, new: &QueueConfig) -> Vec<&'static str> 
         ("naming", old.naming != new.naming),
         ("max_file_size", old.max_file_size != new.max_file_size),
         ("stall_after", old.stall_after != new.stall_after),
+        ("layout", old.profile.layout != new.profile.layout),
+        ("subfolder", old.profile.subfolder != new.profile.subfolder),
+        ("ticket", old.profile.ticket != new.profile.ticket),
+        ("trigger", old.profile.trigger != new.profile.trigger),
+        (
+            "max_waiting",
+            old.profile.max_waiting != new.profile.max_waiting,
+        ),
+        (
+            "accepted_folder",
+            old.profile.accepted_folder != new.profile.accepted_folder,
+        ),
+        (
+            "rejected_folder",
+            old.profile.rejected_folder != new.profile.rejected_folder,
+        ),
     ]
     .into_iter()
     .filter_map(|(key, differs)| differs.then_some(key))

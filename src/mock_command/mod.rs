@@ -1,6 +1,7 @@
 //! `tbot mock`: what a person does on the mock job side, from the shell.
 
 mod print;
+mod ticket_args;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use crate::mockserver::auth::PasswordHash;
 use crate::mockserver::model::JobAction;
 use crate::operator_client::{segment, OperatorClient};
 use print::Shape;
+use ticket_args::TicketArgs;
 
 #[derive(clap::Args)]
 pub struct MockArgs {
@@ -63,6 +65,14 @@ pub(crate) enum MockAction {
     /// request-approval, approve, hold, archive, complete, retain.
     #[command(flatten)]
     Button(JobButton),
+    /// Set who ordered a job and what its device needs (quantity, sides, color,
+    /// media, finishing, due date, notes): what a job ticket tells the device. Each
+    /// call sets them all anew.
+    Ticket {
+        id: String,
+        #[command(flatten)]
+        ticket: TicketArgs,
+    },
     /// Set the queues preselected for a job.
     SetQueues {
         id: String,
@@ -189,6 +199,7 @@ impl MockAction {
             MockAction::Job { .. }
             | MockAction::CreateJob { .. }
             | MockAction::Button(_)
+            | MockAction::Ticket { .. }
             | MockAction::SetQueues { .. } => Shape::Job,
             MockAction::Order { .. } => Shape::Order,
             MockAction::Send { .. } => Shape::Sent,
@@ -265,6 +276,11 @@ pub async fn run(args: MockArgs) -> anyhow::Result<()> {
                 client.upload(&id, &file_name, bytes).await?;
             }
             client.get(&format!("/jobs/{}", segment(&id))).await?
+        }
+        MockAction::Ticket { id, ticket } => {
+            client
+                .put(&format!("/jobs/{}/ticket", segment(&id)), ticket.body())
+                .await?
         }
         MockAction::SetQueues { id, queues } => {
             client

@@ -13,8 +13,8 @@ use time::OffsetDateTime;
 use crate::mockserver::model::{Closeout, Order, Settings};
 use crate::mockserver::Faults;
 use crate::operator_views::{
-    names_or_none, ClockView, DeliveryList, JobGroups, JobList, JobView, OrderDetails, QueueList,
-    RequestList, SendAnswer,
+    names_or_none, ticket_summary, ClockView, DeliveryList, JobGroups, JobList, JobView,
+    OrderDetails, QueueList, RequestList, SendAnswer,
 };
 use crate::protocol::wire_name;
 
@@ -106,6 +106,12 @@ fn job(view: &JobView) -> String {
     let _ = writeln!(out, ": {}", job.state.label());
     if let Some(error) = &job.error {
         let _ = writeln!(out, "  error: {error}");
+    }
+    if let Some(customer) = &job.customer {
+        let _ = writeln!(out, "  customer: {customer}");
+    }
+    if let Some(ticket) = ticket_summary(job) {
+        let _ = writeln!(out, "  ticket: {ticket}");
     }
     for file in &job.files {
         let size = bytesize::ByteSize(file.size.max(0) as u64);

@@ -161,9 +161,7 @@ async fn event(
     Path(id): Path<String>,
     ApiJson(request): ApiJson<EventRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    state.change_leases(|model| {
-        model.record_event(&id, request.event, request.at, request.path)
-    })??;
+    state.change_leases(|model| model.record_event(&id, request))??;
     Ok(Json(serde_json::json!({})))
 }
 

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use super::api_error::{invalid, ApiError};
 use super::file_store::StoredFile;
 use super::model::{FileLocation, NewFile};
+use crate::protocol::FileRole;
 
 /// A file given when a job is created, by an operator or a store. `content` (text) or `content_base64` puts
 /// bytes on this server; `url` points at another host. `size` and `sha256` default to
@@ -21,6 +22,8 @@ pub(crate) struct FileSpec {
     url: Option<String>,
     size: Option<i64>,
     sha256: Option<String>,
+    #[serde(default)]
+    role: FileRole,
 }
 
 /// The new files `specs` describe, and the bytes to store for each (none for a file
@@ -85,6 +88,7 @@ pub(crate) fn read_file_specs(
             size,
             sha256,
             location,
+            role: spec.role,
         });
     }
     Ok((new_files, contents))

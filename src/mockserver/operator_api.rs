@@ -29,6 +29,7 @@ use crate::operator_views::{
     ClockView, DeliveryList, JobGroups, JobList, JobView, LoggedIn, OrderDetails, QueueList,
     QueueView, RequestList, SendAnswer,
 };
+use crate::protocol::{FileRole, JobTicket};
 
 /// Largest file a person can upload to the in-memory mock server.
 const MAX_UPLOAD: usize = 4 * 1024 * 1024 * 1024;
@@ -43,6 +44,7 @@ pub fn routes() -> Router<Arc<AppState>> {
             put(upload_file).layer(DefaultBodyLimit::max(MAX_UPLOAD)),
         )
         .route("/api/v1/operator/jobs/{id}/queues", put(set_job_queues))
+        .route("/api/v1/operator/jobs/{id}/ticket", put(set_job_ticket))
         .route("/api/v1/operator/jobs/{id}/{action}", post(job_action))
         .route(
             "/api/v1/operator/orders",
@@ -89,6 +91,15 @@ struct CreateJob {
     queues: Vec<String>,
     #[serde(default)]
     files: Vec<FileSpec>,
+    #[serde(flatten)]
+    details: JobDetails,
+}
+
+/// Who ordered a job and what its device needs (protocol 1.1).
+#[derive(Deserialize, Default)]
+struct JobDetails {
+    customer: Option<String>,
+    ticket: Option<JobTicket>,
 }
 
 #[derive(Deserialize)]
@@ -208,7 +219,11 @@ async fn create_job(
                 request.queues,
                 new_files,
             )?
+            .id
             .clone();
+        let details = request.details;
+        model.set_job_ticket(&job, details.customer, details.ticket)?;
+        let job = model.jobs()[&job].clone();
         // The bytes are stored before the job is saved, so a saved job has its files.
         for (file, content) in job.files.iter().zip(contents) {
             if let Some(stored) = content {
@@ -218,6 +233,21 @@ async fn create_job(
         Ok::<_, ApiError>(JobView::of(model, &job))
     })??;
     Ok((StatusCode::CREATED, Json(view)))
+}
+
+async fn set_job_ticket(
+    State(state): State<Arc<AppState>>,
+    Operator(user): Operator,
+    Path(id): Path<String>,
+    ApiJson(details): ApiJson<JobDetails>,
+) -> Result<Json<JobView>, ApiError> {
+    require(&state, &user, Permission::CreateJobs)?;
+    let view = state.change(|model| {
+        model.set_job_ticket(&id, details.customer, details.ticket)?;
+        let job = &model.jobs()[&id];
+        Ok::<_, ApiError>(JobView::of(model, job))
+    })??;
+    Ok(Json(view))
 }
 
 /// Uploads one file's bytes to a job; size and SHA-256 are computed here.
@@ -237,6 +267,7 @@ async fn upload_file(
                 size: stored.bytes.len() as i64,
                 sha256: stored.sha256.clone(),
                 location: FileLocation::Stored,
+                role: FileRole::Content,
             },
         )?;
         state.files.put(&file.id, stored);

@@ -46,6 +46,7 @@ struct LineItemRequest {
     ship_to: Address,
     #[serde(default)]
     files: Vec<FileSpec>,
+    ticket: Option<crate::protocol::JobTicket>,
 }
 
 /// A request that carries the store token. Checked from the headers alone, before a
@@ -93,6 +94,7 @@ async fn receive_order(
             price: item.price,
             shipping: item.shipping,
             ship_to: item.ship_to,
+            ticket: item.ticket,
             job: String::new(),
         });
     }

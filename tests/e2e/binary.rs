@@ -149,6 +149,61 @@ fn check_config_refuses_each_bad_config_naming_the_key() {
         ),
         (
             valid.replace(
+                "kind = \"ctp\"",
+                "kind = \"ctp\"\nlayout = \"folder\"\nfolder = \"{order}_{name}\"",
+            ),
+            &["queue[1].folder", "{name} has no meaning here"],
+        ),
+        (
+            valid.replace("kind = \"ctp\"", "kind = \"ctp\"\nfolder = \"{job}\""),
+            &["queue[1].folder", "layout = \"folder\""],
+        ),
+        (
+            valid.replace("kind = \"ctp\"", "kind = \"ctp\"\nticket = \"pdf\""),
+            &["unknown variant", "pdf", "jdf"],
+        ),
+        (
+            valid.replace(
+                "kind = \"ctp\"",
+                "kind = \"ctp\"\nticket_name = \"{job}.jdf\"",
+            ),
+            &["queue[1].ticket_name", "choose jdf, xjdf or json"],
+        ),
+        (
+            valid.replace("kind = \"ctp\"", "kind = \"ctp\"\ntrigger = \"go.trg\""),
+            &["queue[1].trigger", "{name}"],
+        ),
+        (
+            valid.replace("kind = \"ctp\"", "kind = \"ctp\"\nsubfolder = \"{client}\""),
+            &["queue[1].subfolder", "unknown placeholder {client}"],
+        ),
+        (
+            valid.replace("kind = \"ctp\"", "kind = \"ctp\"\nmax_waiting = 0"),
+            &["queue[1].max_waiting", "at least 1"],
+        ),
+        (
+            valid.replace(
+                "kind = \"ctp\"",
+                "kind = \"ctp\"\naccepted_folder = \"../done\"",
+            ),
+            &["queue[1].accepted_folder", "inside the hotfolder"],
+        ),
+        (
+            valid.replace(
+                "kind = \"ctp\"",
+                "kind = \"ctp\"\nrejected_folder = \".tbot/x\"",
+            ),
+            &["queue[1].rejected_folder", "staging folder"],
+        ),
+        (
+            valid.replace(
+                "kind = \"ctp\"",
+                "kind = \"ctp\"\naccepted_folder = \"Done\"\nrejected_folder = \"Done\"",
+            ),
+            &["same folder"],
+        ),
+        (
+            valid.replace(
                 "max_file_size = \"20GiB\"",
                 "max_file_size = \"20GiB\"\nstall_after = \"0s\"",
             ),

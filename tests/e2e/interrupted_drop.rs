@@ -19,7 +19,7 @@ use crate::support::*;
 
 /// The journal of an agent serving `floor`'s `indigo` hotfolder for `server`, as an
 /// agent that ran before left it, and the hotfolder's private staging folder.
-fn earlier_journal(floor: &Floor, server: &ScriptedServer) -> Journal {
+pub fn earlier_journal(floor: &Floor, server: &ScriptedServer) -> Journal {
     let staging = floor.path("indigo").join(".tbot");
     std::fs::create_dir(&staging).unwrap();
     std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o700)).unwrap();
@@ -30,9 +30,16 @@ fn earlier_journal(floor: &Floor, server: &ScriptedServer) -> Journal {
     journal
 }
 
-/// Journals `id` (job `job`, files `a.pdf` and `b.pdf`) with `a.pdf` in the hotfolder
-/// already and `b.pdf` verified in staging, its move journaled but not made.
-fn half_dropped(journal: &Journal, hotfolder: &Path, id: &str, job: &str, a: &[u8], b: &[u8]) {
+/// Journals the claim of delivery `id` of job `job` with `a.pdf` and `b.pdf`; returns
+/// the hotfolder as the journal's agent names its staged files.
+pub fn claimed(
+    journal: &Journal,
+    hotfolder: &Path,
+    id: &str,
+    job: &str,
+    a: &[u8],
+    b: &[u8],
+) -> Hotfolder {
     let mut claim = delivery(
         id,
         OffsetDateTime::now_utc() + time::Duration::minutes(5),
@@ -41,6 +48,13 @@ fn half_dropped(journal: &Journal, hotfolder: &Path, id: &str, job: &str, a: &[u
     claim["job"]["id"] = json!(job);
     let claim: Delivery = serde_json::from_value(claim).unwrap();
     journal.record_claim(&claim).unwrap();
+    Hotfolder::new(hotfolder, &journal.instance().unwrap())
+}
+
+/// Journals `id` (job `job`, files `a.pdf` and `b.pdf`) with `a.pdf` in the hotfolder
+/// already and `b.pdf` verified in staging, its move journaled but not made.
+fn half_dropped(journal: &Journal, hotfolder: &Path, id: &str, job: &str, a: &[u8], b: &[u8]) {
+    let staging = claimed(journal, hotfolder, id, job, a, b);
     let names = [
         (0, format!("MC-1_{job}_a.pdf")),
         (1, format!("MC-1_{job}_b.pdf")),
@@ -48,8 +62,7 @@ fn half_dropped(journal: &Journal, hotfolder: &Path, id: &str, job: &str, a: &[u
     journal.record_drop_names(id, &names).unwrap();
     std::fs::write(hotfolder.join(&names[0].1), a).unwrap();
     journal.set_dropped(id, 0).unwrap();
-    let instance = journal.instance().unwrap();
-    let staged = Hotfolder::new(hotfolder, &instance).staged_name(id, 1);
+    let staged = staging.staged_name(id, 1);
     std::fs::write(hotfolder.join(".tbot").join(staged), b).unwrap();
 }
 

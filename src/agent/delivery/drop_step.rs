@@ -1,22 +1,25 @@
 //! The drop step: verified files move from staging into the hotfolder under their
 //! planned names, never overwriting, with the names journaled durably first, so that
-//! after a crash the journal and the folder together tell what happened.
+//! after a crash the journal and the folder together tell what happened. Loose files
+//! are here; the job folder, the ticket and the triggers each have their own file.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use tracing::warn;
 
+use super::placement::Placement;
 use super::{Outcome, Worker};
 use crate::agent::check::CheckedFile;
 use crate::agent::events::Event;
 use crate::agent::journal::Journal;
-use crate::agent::staging::StagingDir;
+use crate::agent::queue_set::Queue;
+use crate::agent::staging::{StagingDir, Target};
 use crate::naming::clash_name;
-use crate::protocol::{Delivery, DroppedFile};
+use crate::protocol::{Delivery, DroppedFile, FileRole};
 
 /// How many clash names are tried before a drop gives up.
-const MAX_CLASH_TRIES: u32 = 10_000;
+pub(super) const MAX_CLASH_TRIES: u32 = 10_000;
 
 /// One file of a delivery on its way: where it is staged, the name it gets, and how far
 /// an earlier attempt took it.
@@ -47,17 +50,21 @@ impl Worker {
     /// After a crash in the middle of a drop: the files whose move took place count as
     /// landed (and are journaled so) before anything else is decided, so that no later
     /// step or attempt moves them again.
+    /// A file of a job folder moved in when the folder did: while the folder is still
+    /// in staging, none did.
     pub(super) fn recognise_moves(
         &self,
         id: &str,
         staging: &StagingDir,
+        pieces: &StagedPieces,
         plan: Vec<FilePlan>,
     ) -> Vec<FilePlan> {
+        let folder_staged = staging.holds(&pieces.job_folder);
         plan.into_iter()
             .map(|mut file| {
                 let Some(planned) = file
                     .planned
-                    .take_if(|name| staging.was_placed(&file.staged, name))
+                    .take_if(|name| !folder_staged && staging.was_placed(&file.staged, name))
                 else {
                     return file;
                 };
@@ -82,19 +89,32 @@ impl Worker {
     }
 
     /// Drop step: each verified file moves into the hotfolder under the name planned
-    /// for it, never overwriting. The names are journaled, durably, before the files
+    /// for it (loose, or in a job folder that moves in whole), never overwriting, then
+    /// the job ticket and the triggers. Every name is journaled, durably, before its
     /// move, so after a crash the journal and the folder together tell what happened.
     pub(super) async fn drop_all(
         &self,
         delivery: &Delivery,
+        queue: &Queue,
         staging: Arc<StagingDir>,
+        placement: Placement,
+        pieces: StagedPieces,
         plan: Vec<FilePlan>,
     ) -> Outcome {
-        let (journal, id) = (self.journal.clone(), delivery.id.clone());
+        let journal = self.journal.clone();
         let root = staging.root_path().to_path_buf();
+        let (owned_delivery, owned_queue) = (delivery.clone(), queue.clone());
         let placed = tokio::task::spawn_blocking(move || {
-            let placed = drop_files(&journal, &staging, &id, &plan);
-            (placed, plan)
+            let work = DropWork {
+                journal: &journal,
+                staging: &staging,
+                delivery: &owned_delivery,
+                queue: &owned_queue,
+                placement: &placement,
+                pieces: &pieces,
+                plan: &plan,
+            };
+            (work.drop_everything(), plan)
         })
         .await;
         let (placed, plan) = match placed {
@@ -130,8 +150,155 @@ impl Worker {
     }
 }
 
+/// What the drop of one delivery works with, in its one blocking call.
+pub(super) struct DropWork<'a> {
+    pub(super) journal: &'a Journal,
+    pub(super) staging: &'a StagingDir,
+    pub(super) delivery: &'a Delivery,
+    pub(super) queue: &'a Queue,
+    pub(super) placement: &'a Placement,
+    pub(super) pieces: &'a StagedPieces,
+    pub(super) plan: &'a [FilePlan],
+}
+
+impl DropWork<'_> {
+    /// The whole drop: the files (loose or as a job folder), the ticket, the
+    /// triggers, and one sync of the folders. Returns each file's path in the
+    /// hotfolder.
+    fn drop_everything(&self) -> Result<Vec<String>, DropFailure> {
+        let target = self
+            .staging
+            .folder(&self.placement.subfolder)
+            .map_err(|err| {
+                self.failure(
+                    format!(
+                        "cannot make the subfolder {}: {err}",
+                        self.placement.subfolder.join("/")
+                    ),
+                    &self.landed_names(),
+                )
+            })?;
+        let (names, ticket) = match &self.placement.folder {
+            Some(folder) => (self.drop_job_folder(&target, folder)?, None),
+            None => {
+                let names = self.drop_loose(&target)?;
+                let ticket = self.drop_ticket_beside(&target, &names)?;
+                (names, ticket)
+            }
+        };
+        self.write_triggers(&target, &names, ticket.as_deref())?;
+        self.staging
+            .sync(&target)
+            .map_err(|e| self.failure(format!("cannot sync the hotfolder: {e}"), &names))?;
+        Ok(names)
+    }
+
+    /// A failure part of the way, naming the files that had landed by then.
+    pub(super) fn failure(&self, why: String, names: &[impl AsRef<str>]) -> DropFailure {
+        let landed = self
+            .plan
+            .iter()
+            .zip(names)
+            .filter(|(_, name)| !name.as_ref().is_empty())
+            .map(|(f, name)| (f.file.name.clone(), name.as_ref().to_string()))
+            .collect();
+        DropFailure { why, landed }
+    }
+
+    /// Syncs the staged file of each slot still to move, so no device sees it torn.
+    pub(super) fn sync_staged(&self, slots: &[usize]) -> Result<(), DropFailure> {
+        for &slot in slots {
+            let file = &self.plan[slot];
+            let synced = self
+                .staging
+                .open_staged(&file.staged)
+                .and_then(|staged| staged.ok_or_else(|| std::io::ErrorKind::NotFound.into()))
+                .and_then(|staged| staged.sync_all());
+            synced.map_err(|e| {
+                self.failure(
+                    format!("cannot sync the staged {}: {e}", file.file.name),
+                    &self.landed_names(),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Each file's path in the hotfolder from an earlier attempt, empty for those
+    /// still to move.
+    pub(super) fn landed_names(&self) -> Vec<String> {
+        self.plan
+            .iter()
+            .map(|f| f.landed.clone().unwrap_or_default())
+            .collect()
+    }
+
+    /// Loose files: each moves into `target` on its own, content before the tickets
+    /// the job side sent, so a device starting on a ticket finds what it names. A
+    /// clash journals the next name first.
+    fn drop_loose(&self, target: &Target) -> Result<Vec<String>, DropFailure> {
+        let mut names = self.landed_names();
+        let mut to_move: Vec<usize> = (0..self.plan.len())
+            .filter(|&slot| self.plan[slot].landed.is_none())
+            .collect();
+        to_move.sort_by_key(|&slot| self.role(slot) == FileRole::Ticket);
+        self.sync_staged(&to_move)?;
+        let planned: Vec<(usize, String)> = to_move
+            .iter()
+            .map(|&slot| (self.plan[slot].index, target.path_of(&self.plan[slot].name)))
+            .collect();
+        self.journal
+            .record_drop_names(&self.delivery.id, &planned)
+            .map_err(|e| self.failure(e.to_string(), &names))?;
+        for slot in to_move {
+            let file = &self.plan[slot];
+            let mut candidate = file.name.clone();
+            let mut tries = 1;
+            loop {
+                match self.staging.place(&file.staged, target, &candidate) {
+                    Ok(()) => break,
+                    Err(err)
+                        if err.kind() == std::io::ErrorKind::AlreadyExists
+                            && tries < MAX_CLASH_TRIES =>
+                    {
+                        tries += 1;
+                        candidate = clash_name(&file.name, tries);
+                        self.journal
+                            .record_drop_names(
+                                &self.delivery.id,
+                                &[(file.index, target.path_of(&candidate))],
+                            )
+                            .map_err(|e| self.failure(e.to_string(), &names))?;
+                    }
+                    Err(err) => {
+                        let why = format!(
+                            "{} could not be moved in as {}: {err}",
+                            file.file.name,
+                            target.path_of(&candidate)
+                        );
+                        return Err(self.failure(why, &names));
+                    }
+                }
+            }
+            names[slot] = target.path_of(&candidate);
+            self.journal
+                .set_dropped(&self.delivery.id, file.index)
+                .map_err(|e| self.failure(e.to_string(), &names))?;
+        }
+        Ok(names)
+    }
+
+    /// What the file in `slot` is to the job.
+    pub(super) fn role(&self, slot: usize) -> FileRole {
+        self.delivery
+            .files
+            .get(self.plan[slot].index)
+            .map_or(FileRole::Content, |file| file.role)
+    }
+}
+
 /// Why a drop stopped part of the way, and which files had moved in by then.
-struct DropFailure {
+pub(super) struct DropFailure {
     why: String,
     /// Each file already in the hotfolder: its name from the server, and its name there.
     landed: Vec<(String, String)>,
@@ -182,92 +349,26 @@ pub(super) fn with_landed(outcome: Outcome, plan: &[FilePlan]) -> Outcome {
     }
 }
 
-/// The file work of the drop step, in one blocking call: sync the staged files, journal
-/// their names durably, move them (a clash journals the next name first), and sync the
-/// folders once. Returns each file's name.
-fn drop_files(
-    journal: &Journal,
-    staging: &StagingDir,
-    id: &str,
-    plan: &[FilePlan],
-) -> Result<Vec<String>, DropFailure> {
-    let mut names: Vec<Option<String>> = plan.iter().map(|f| f.landed.clone()).collect();
-    let fail = |why: String, names: &[Option<String>]| DropFailure {
-        why,
-        landed: plan
-            .iter()
-            .zip(names)
-            .filter_map(|(f, name)| Some((f.file.name.clone(), name.clone()?)))
-            .collect(),
-    };
-    let mut to_move = Vec::new();
-    for (slot, file) in plan.iter().enumerate() {
-        if file.landed.is_some() {
-            continue;
-        }
-        let synced = staging
-            .open_staged(&file.staged)
-            .and_then(|staged| staged.ok_or_else(|| std::io::ErrorKind::NotFound.into()))
-            .and_then(|staged| staged.sync_all());
-        synced.map_err(|e| {
-            fail(
-                format!("cannot sync the staged {}: {e}", file.file.name),
-                &names,
-            )
-        })?;
-        to_move.push(slot);
-    }
-    let planned: Vec<(usize, String)> = to_move
-        .iter()
-        .map(|&slot| (plan[slot].index, plan[slot].name.clone()))
-        .collect();
-    journal
-        .record_drop_names(id, &planned)
-        .map_err(|e| fail(e.to_string(), &names))?;
-    for slot in to_move {
-        let file = &plan[slot];
-        let mut candidate = file.name.clone();
-        let mut tries = 1;
-        loop {
-            match staging.place(&file.staged, &candidate) {
-                Ok(()) => break,
-                Err(err)
-                    if err.kind() == std::io::ErrorKind::AlreadyExists
-                        && tries < MAX_CLASH_TRIES =>
-                {
-                    tries += 1;
-                    candidate = clash_name(&file.name, tries);
-                    journal
-                        .record_drop_names(id, &[(file.index, candidate.clone())])
-                        .map_err(|e| fail(e.to_string(), &names))?;
-                }
-                Err(err) => {
-                    let why = format!(
-                        "{} could not be moved in as {candidate}: {err}",
-                        file.file.name
-                    );
-                    return Err(fail(why, &names));
-                }
-            }
-        }
-        names[slot] = Some(candidate);
-        journal
-            .set_dropped(id, file.index)
-            .map_err(|e| fail(e.to_string(), &names))?;
-    }
-    staging
-        .sync()
-        .map_err(|e| fail(format!("cannot sync the hotfolder: {e}"), &names))?;
-    Ok(names.into_iter().map(Option::unwrap_or_default).collect())
-}
-
-/// Removes what a delivery staged and did not move in.
-pub(super) fn discard_staging(staging: &StagingDir, plan: &[FilePlan]) {
+/// Removes what a delivery staged and did not move in: files, ticket, job folder.
+pub(super) fn discard_staging(staging: &StagingDir, pieces: &StagedPieces, plan: &[FilePlan]) {
     for file in plan.iter().filter(|f| f.landed.is_none()) {
         if let Err(err) = staging.remove(&file.staged) {
             warn!("cannot remove staged {}: {err}", file.file.name);
         }
     }
+    if let Err(err) = staging
+        .remove(&pieces.ticket)
+        .and_then(|()| staging.remove_job_folder(&pieces.job_folder))
+    {
+        warn!("cannot remove the staged job ticket or job folder: {err}");
+    }
+}
+
+/// The names a delivery's ticket and job folder are staged under.
+#[derive(Debug, Clone)]
+pub(super) struct StagedPieces {
+    pub(super) ticket: String,
+    pub(super) job_folder: String,
 }
 
 #[cfg(test)]

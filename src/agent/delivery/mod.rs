@@ -3,8 +3,11 @@
 //! written to the journal before it takes effect, so a delivery interrupted at any
 //! point, even by a power cut, is carried on after a restart and never dropped twice.
 
+mod after_files;
 mod drop_step;
+mod job_folder;
 mod lease;
+mod placement;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -14,7 +17,7 @@ use backon::{ExponentialBuilder, Retryable};
 use tokio::sync::Notify;
 use tracing::{error, info, warn, Instrument};
 
-use super::check::{check, final_names};
+use super::check::check;
 use super::client::{ClientError, JobSideClient};
 use super::events::{Event, Events};
 use super::journal::{Entry, FileState, Journal, Owed, Step};
@@ -24,7 +27,7 @@ use super::transfer::{fetch, Progress, TransferError};
 use super::transfer_slots::TransferSlots;
 use crate::protocol::{CompleteRequest, Delivery, DroppedFile, FailRequest};
 use crate::shutdown::Shutdown;
-use drop_step::{discard_staging, with_landed, FilePlan};
+use drop_step::{discard_staging, with_landed, FilePlan, StagedPieces};
 use lease::Lease;
 
 /// How many times one file's transfer is tried before the delivery is given back.
@@ -311,14 +314,18 @@ impl Worker {
         let name_max = staging
             .space_and_name_max()
             .map_or(DEFAULT_NAME_MAX, |(_, max)| max);
-        let names = match final_names(delivery, &queue.config, &files, name_max) {
-            Ok(names) => names,
+        let placement = match placement::plan(delivery, &queue.config, &files, name_max) {
+            Ok(placement) => placement,
             Err(reason) => return refused(reason),
         };
         info!("checked");
+        let pieces = StagedPieces {
+            ticket: queue.hotfolder.staged_ticket(&delivery.id),
+            job_folder: queue.hotfolder.staged_job_folder(&delivery.id),
+        };
         let plan: Vec<FilePlan> = files
             .into_iter()
-            .zip(names)
+            .zip(placement.names.clone())
             .enumerate()
             .map(|(index, (file, name))| {
                 let state = journaled.get(index).filter(|f| f.name == file.name);
@@ -337,7 +344,7 @@ impl Worker {
                 }
             })
             .collect();
-        let plan = self.recognise_moves(&delivery.id, &staging, plan);
+        let plan = self.recognise_moves(&delivery.id, &staging, &pieces, plan);
         // Files in the hotfolder already, or about to be: the drop had begun.
         let drop_begun = plan
             .iter()
@@ -354,7 +361,7 @@ impl Worker {
                 // A stop keeps what is staged: if the delivery comes back to this
                 // agent, it resumes instead of starting over.
                 if outcome != Outcome::Stopped {
-                    discard_staging(&staging, &plan);
+                    discard_staging(&staging, &pieces, &plan);
                 }
                 return with_landed(outcome, &plan);
             }
@@ -364,11 +371,12 @@ impl Worker {
             .await
         {
             if !matches!(outcome, Outcome::Interrupted) {
-                discard_staging(&staging, &plan);
+                discard_staging(&staging, &pieces, &plan);
             }
             return with_landed(outcome, &plan);
         }
-        self.drop_all(delivery, staging, plan).await
+        self.drop_all(delivery, &queue, staging, placement, pieces, plan)
+            .await
     }
 
     /// Transfer step: every file not yet staged into its staging file, each verified,

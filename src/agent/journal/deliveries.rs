@@ -84,6 +84,15 @@ pub struct FileState {
     pub dropped: bool,
 }
 
+/// What a delivery profile drops after the files, as far as it got.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DropExtras {
+    /// The job ticket's path in the hotfolder, recorded before it moves there.
+    pub ticket_path: Option<String>,
+    pub ticket_placed: bool,
+    pub triggers_written: bool,
+}
+
 /// A delivery as the journal holds it.
 #[derive(Debug, Clone)]
 pub struct Entry {
@@ -206,9 +215,12 @@ impl Journal {
         self.with(|conn| {
             let tx = conn.transaction()?;
             let mut earlier = earlier_files(&tx, &delivery.id)?;
+            // A ticket that never landed is written anew: its staged copy may be gone.
             tx.execute(
                 "UPDATE deliveries SET claim = ?2, step = 'claimed', reason = NULL, updated_at = ?3,
-                        queue = ?4, job = ?5, order_number = ?6 WHERE id = ?1",
+                        queue = ?4, job = ?5, order_number = ?6,
+                        ticket_path = CASE WHEN ticket_placed = 1 THEN ticket_path END
+                 WHERE id = ?1",
                 params![
                     delivery.id,
                     claim,
@@ -322,6 +334,60 @@ impl Journal {
             conn.pragma_update(None, "synchronous", "NORMAL")?;
             written
         })
+    }
+
+    /// The job ticket's path in the hotfolder, recorded before it moves there, and
+    /// whether it did; and whether the triggers were written.
+    pub fn drop_extras(&self, id: &str) -> Result<DropExtras> {
+        self.with(|conn| {
+            conn.query_row(
+                "SELECT ticket_path, ticket_placed, triggers_written FROM deliveries WHERE id = ?1",
+                params![id],
+                |row| {
+                    Ok(DropExtras {
+                        ticket_path: row.get(0)?,
+                        ticket_placed: row.get::<_, i64>(1)? != 0,
+                        triggers_written: row.get::<_, i64>(2)? != 0,
+                    })
+                },
+            )
+        })
+    }
+
+    /// Records the path the job ticket is about to get, durably, like the files' names
+    /// (`record_drop_names`).
+    pub fn record_ticket_path(&self, id: &str, path: &str) -> Result<()> {
+        self.with(|conn| {
+            conn.pragma_update(None, "synchronous", "FULL")?;
+            let written = conn.execute(
+                "UPDATE deliveries SET ticket_path = ?2, step = 'dropping' WHERE id = ?1",
+                params![id, path],
+            );
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            written.map(drop)
+        })
+    }
+
+    /// Records that the job ticket is in the hotfolder.
+    pub fn set_ticket_placed(&self, id: &str) -> Result<()> {
+        self.with(|conn| {
+            conn.execute(
+                "UPDATE deliveries SET ticket_placed = 1 WHERE id = ?1",
+                params![id],
+            )
+        })
+        .map(drop)
+    }
+
+    /// Records that the delivery's trigger files are written.
+    pub fn set_triggers_written(&self, id: &str) -> Result<()> {
+        self.with(|conn| {
+            conn.execute(
+                "UPDATE deliveries SET triggers_written = 1 WHERE id = ?1",
+                params![id],
+            )
+        })
+        .map(drop)
     }
 
     /// Records that a file is in the hotfolder under its drop name.

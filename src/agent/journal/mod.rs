@@ -17,7 +17,7 @@ use std::sync::Mutex;
 use rusqlite::{params, Connection, OpenFlags};
 use time::OffsetDateTime;
 
-pub use deliveries::{Entry, FileState, Step};
+pub use deliveries::{DropExtras, Entry, FileState, Step};
 pub use overview::{Drop, Failure, InFlight, WaitingReport};
 pub use pickups::AwaitingPickup;
 pub use reports::{Owed, Report, STUCK_AFTER};
@@ -192,6 +192,19 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
              ALTER TABLE reports ADD COLUMN next_at TEXT;
              CREATE INDEX reports_next_at ON reports(next_at);
              PRAGMA user_version = 1;
+             COMMIT;",
+        )?;
+    }
+    if version < 2 {
+        // The device's verdict on a dropped file, and the job ticket and trigger files
+        // a queue's delivery profile writes after the files.
+        conn.execute_batch(
+            "BEGIN;
+             ALTER TABLE files ADD COLUMN verdict TEXT;
+             ALTER TABLE deliveries ADD COLUMN ticket_path TEXT;
+             ALTER TABLE deliveries ADD COLUMN ticket_placed INTEGER NOT NULL DEFAULT 0;
+             ALTER TABLE deliveries ADD COLUMN triggers_written INTEGER NOT NULL DEFAULT 0;
+             PRAGMA user_version = 2;
              COMMIT;",
         )?;
     }

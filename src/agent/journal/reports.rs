@@ -58,6 +58,8 @@ impl Owed {
             Owed::Event(event) => match event.event {
                 FileEvent::PickedUp => "picked_up",
                 FileEvent::Stalled => "stalled",
+                FileEvent::Accepted => "accepted",
+                FileEvent::Rejected => "rejected",
             },
         }
     }

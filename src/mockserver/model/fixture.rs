@@ -65,6 +65,7 @@ pub(super) fn file() -> NewFile {
         size: 3,
         sha256: "00".repeat(32),
         location: FileLocation::Stored,
+        role: crate::protocol::FileRole::Content,
     }
 }
 
@@ -108,6 +109,7 @@ pub(super) fn store_order(id: &str, products: &[&str]) -> StoreOrder {
                 price: "49.00".into(),
                 shipping: "6.50".into(),
                 ship_to: address("1 Main St"),
+                ticket: None,
                 job: String::new(),
             })
             .collect(),

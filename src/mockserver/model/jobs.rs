@@ -70,6 +70,8 @@ pub struct JobFile {
     pub size: i64,
     pub sha256: String,
     pub location: FileLocation,
+    #[serde(default)]
+    pub role: protocol::FileRole,
 }
 
 /// A job: one printable item of an order.
@@ -87,6 +89,12 @@ pub struct Job {
     pub error: Option<String>,
     /// AutoSend approved the job but it has no queue yet.
     pub awaiting_queue: bool,
+    /// Who ordered it (protocol 1.1).
+    #[serde(default)]
+    pub customer: Option<String>,
+    /// What the device needs to produce it (protocol 1.1).
+    #[serde(default)]
+    pub ticket: Option<protocol::JobTicket>,
 }
 
 /// An order: a customer's purchase of one or more jobs.
@@ -108,6 +116,7 @@ pub struct NewFile {
     pub size: i64,
     pub sha256: String,
     pub location: FileLocation,
+    pub role: protocol::FileRole,
 }
 
 /// The numeric part of a job id, so J-999 sorts before J-1000.
@@ -196,6 +205,7 @@ impl Model {
                     size: file.size,
                     sha256: file.sha256,
                     location: file.location,
+                    role: file.role,
                 }
             })
             .collect();
@@ -209,6 +219,8 @@ impl Model {
             send_count: 0,
             error: None,
             awaiting_queue: false,
+            customer: None,
+            ticket: None,
         };
         Ok(self.jobs.entry(id).or_insert(job))
     }
@@ -236,10 +248,25 @@ impl Model {
             size: file.size,
             sha256: file.sha256,
             location: file.location,
+            role: file.role,
         };
         job.files.push(file.clone());
         self.next_file += 1;
         Ok(file)
+    }
+
+    /// Sets who ordered a job and what its device needs (protocol 1.1), until it goes
+    /// to production: a send carries what the job had then.
+    pub fn set_job_ticket(
+        &mut self,
+        job_id: &str,
+        customer: Option<String>,
+        ticket: Option<protocol::JobTicket>,
+    ) -> Result<(), ModelError> {
+        let job = self.job_mut(job_id)?;
+        job.customer = customer.filter(|name| !name.trim().is_empty());
+        job.ticket = ticket;
+        Ok(())
     }
 
     /// Moves a job in progress to awaiting approval.

@@ -41,6 +41,9 @@ pub struct RecordedEvent {
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
     pub path: String,
+    /// What the agent saw of the device's verdict (protocol 1.1).
+    #[serde(default)]
+    pub detail: Option<String>,
 }
 
 /// One job's files going to one queue, once.
@@ -77,7 +80,12 @@ impl Delivery {
             label.push_str(match event.event {
                 FileEvent::PickedUp => ", picked up by the device",
                 FileEvent::Stalled => ", stalled in the hotfolder",
+                FileEvent::Accepted => ", accepted by the device",
+                FileEvent::Rejected => ", rejected by the device",
             });
+            if let Some(detail) = &event.detail {
+                label.push_str(&format!(" ({detail})"));
+            }
         }
         label
     }
@@ -167,6 +175,8 @@ impl Model {
                 name: job.name.clone(),
                 order_number: job.order_number.clone(),
                 send_count: delivery.send_count,
+                customer: job.customer.clone(),
+                ticket: job.ticket.clone(),
             },
             files: job
                 .files
@@ -175,6 +185,7 @@ impl Model {
                     name: file.name.clone(),
                     size: file.size,
                     sha256: file.sha256.clone(),
+                    role: file.role,
                     url: match &file.location {
                         FileLocation::Stored => {
                             format!("{}/files/{}", protocol::AGENT_API, file.id)
@@ -357,13 +368,14 @@ impl Model {
     pub fn record_event(
         &mut self,
         id: &str,
-        event: FileEvent,
-        at: OffsetDateTime,
-        path: String,
+        event: protocol::EventRequest,
     ) -> Result<(), ModelError> {
-        self.delivery_mut(id)?
-            .events
-            .push(RecordedEvent { event, at, path });
+        self.delivery_mut(id)?.events.push(RecordedEvent {
+            event: event.event,
+            at: event.at,
+            path: event.path,
+            detail: event.detail,
+        });
         Ok(())
     }
 }

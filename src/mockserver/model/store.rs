@@ -52,6 +52,10 @@ pub struct LineItem {
     pub price: String,
     pub shipping: String,
     pub ship_to: Address,
+    /// What the device needs to produce it (protocol 1.1); its quantity is the line
+    /// item's unless it says otherwise.
+    #[serde(default)]
+    pub ticket: Option<crate::protocol::JobTicket>,
     #[serde(default)]
     pub job: String,
 }
@@ -109,11 +113,15 @@ impl Model {
             });
         }
         let templates = self.check_store_order(order_number, &order)?;
+        let customer = order.customer.clone();
         for ((item, files), template) in order.line_items.iter_mut().zip(files).zip(templates) {
             let job = self
                 .create_job(&item.name, Some(order_number), template.queues, files)?
                 .id
                 .clone();
+            let mut ticket = item.ticket.clone().unwrap_or_default();
+            ticket.quantity = ticket.quantity.or(Some(u64::from(item.quantity)));
+            self.set_job_ticket(&job, Some(customer.clone()), Some(ticket))?;
             if template.approved {
                 self.approve(&job, now)?;
             } else {

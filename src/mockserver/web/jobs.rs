@@ -14,7 +14,7 @@ use super::super::AppState;
 use super::layout::{csrf_field, page, refused};
 use super::visitor::Visitor;
 use crate::operator_client::segment;
-use crate::operator_views::{names_or_none, JobGroups, JobView};
+use crate::operator_views::{names_or_none, ticket_summary, JobGroups, JobView};
 use crate::protocol::wire_name;
 
 #[derive(Deserialize)]
@@ -106,6 +106,12 @@ fn tile(visitor: &Visitor, view: &JobView) -> Markup {
             @if let Some(error) = &job.error {
                 p.refusal { (error) }
             }
+            @if let Some(customer) = &job.customer {
+                p.customer { "Customer: " (customer) }
+            }
+            @if let Some(ticket) = ticket_summary(job) {
+                p.ticket { "Ticket: " (ticket) }
+            }
             @if !job.files.is_empty() {
                 ul.files {
                     @for file in &job.files {
@@ -140,7 +146,7 @@ fn tile(visitor: &Visitor, view: &JobView) -> Markup {
 }
 
 /// The delivery's state for scripts and tests: its wire state, or the device's last
-/// word on the files (`picked_up`, `stalled`) once delivered.
+/// word on the files (`picked_up`, `stalled`, `accepted`, `rejected`) once delivered.
 fn delivery_code(delivery: &Delivery) -> String {
     match (&delivery.state, delivery.events.last()) {
         (DeliveryState::Completed { .. }, Some(event)) => wire_name(&event.event),

@@ -4,18 +4,18 @@
 //! a default) and every problem names the key it is about. `tbot.example.toml`
 //! documents each key with its default; keep the two in step.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bytesize::ByteSize;
 use serde::Deserialize;
 use url::Url;
 
-use crate::naming::NamingRule;
-use crate::protocol::QueueKind;
+mod queue;
+
+use queue::{check_queues, RawQueue};
+pub use queue::{DeliveryProfile, Layout, QueueConfig};
 
 /// The longest a server may hold a claim open (PROTOCOL.md).
 const MAX_LONG_POLL: Duration = Duration::from_secs(60);
@@ -98,18 +98,6 @@ impl LogFormat {
             LogFormat::Json => "json",
         }
     }
-}
-
-/// One output device and the hotfolder it watches.
-#[derive(Debug, Clone, PartialEq)]
-pub struct QueueConfig {
-    pub name: String,
-    pub kind: QueueKind,
-    pub hotfolder: PathBuf,
-    pub naming: NamingRule,
-    pub max_file_size: u64,
-    /// A dropped file still in the hotfolder after this long is reported `stalled`.
-    pub stall_after: Duration,
 }
 
 /// The agent token. It is never printed: `Debug` and `Display` show `***`.
@@ -232,21 +220,6 @@ struct RawLog {
     format: LogFormat,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawQueue {
-    name: String,
-    kind: QueueKind,
-    hotfolder: PathBuf,
-    #[serde(default = "default_naming")]
-    naming: String,
-    /// Parsed in `check_queues`, so a wrong size gets a message that shows a right one.
-    #[serde(default = "default_max_file_size")]
-    max_file_size: String,
-    #[serde(default = "default_stall_after", with = "humantime_serde")]
-    stall_after: Duration,
-}
-
 impl Default for RawLog {
     fn default() -> Self {
         RawLog {
@@ -274,16 +247,6 @@ fn default_log_level() -> String {
 fn default_log_format() -> LogFormat {
     LogFormat::Text
 }
-fn default_naming() -> String {
-    "{order}_{job}_{name}".into()
-}
-fn default_stall_after() -> Duration {
-    Duration::from_secs(3600)
-}
-fn default_max_file_size() -> String {
-    "20GiB".into()
-}
-
 /// The configuration file used when `--config` is not given: `/etc/tbot/tbot.toml` for
 /// a Linux service (systemd sets `INVOCATION_ID`), else the platform's config folder.
 pub fn default_config_path() -> PathBuf {
@@ -639,80 +602,4 @@ fn resolve_token(server: &RawServer, env_token: Option<String>) -> Result<Secret
         return Err("the agent token contains spaces or control characters".into());
     }
     Ok(Secret(token))
-}
-
-fn check_queues(raw: &[RawQueue], problems: &mut Vec<String>) -> Vec<QueueConfig> {
-    if raw.is_empty() {
-        problems.push("no [[queue]] is configured: add at least one".into());
-    }
-    let mut names = HashSet::new();
-    let mut hotfolders = HashSet::new();
-    let mut queues = Vec::new();
-    for (index, queue) in raw.iter().enumerate() {
-        let key = format!("queue[{index}]");
-        if queue.name.trim().is_empty() {
-            problems.push(format!("{key}.name must not be empty"));
-        } else if !names.insert(queue.name.clone()) {
-            problems.push(format!(
-                "{key}.name {:?} is used by an earlier queue; queue names must be unique",
-                queue.name
-            ));
-        }
-        if !queue.hotfolder.is_absolute() {
-            problems.push(format!(
-                "{key}.hotfolder {} must be an absolute path",
-                queue.hotfolder.display()
-            ));
-        } else if !hotfolders.insert(normalize(&queue.hotfolder)) {
-            problems.push(format!(
-                "{key}.hotfolder {} is already the hotfolder of another queue",
-                queue.hotfolder.display()
-            ));
-        }
-        if queue.stall_after.is_zero() {
-            problems.push(format!("{key}.stall_after must be longer than 0s"));
-        }
-        let max_file_size = match queue.max_file_size.trim().parse::<ByteSize>() {
-            Ok(size) if size.as_u64() > 0 => size.as_u64(),
-            Ok(_) => {
-                problems.push(format!("{key}.max_file_size must be more than 0 bytes"));
-                0
-            }
-            Err(_) => {
-                problems.push(format!(
-                    "{key}.max_file_size {:?} is not a size: write it like \"500MiB\", \"20GiB\" or \"4GB\"",
-                    queue.max_file_size
-                ));
-                0
-            }
-        };
-        match NamingRule::parse(&queue.naming) {
-            Ok(naming) => queues.push(QueueConfig {
-                name: queue.name.clone(),
-                kind: queue.kind,
-                hotfolder: queue.hotfolder.clone(),
-                naming,
-                max_file_size,
-                stall_after: queue.stall_after,
-            }),
-            Err(why) => problems.push(format!("{key}.naming {:?}: {why}", queue.naming)),
-        }
-    }
-    queues
-}
-
-/// Lexically normalizes a path (drops `.`, folds `..`, ignores a trailing slash) so that
-/// two spellings of one hotfolder compare equal.
-fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for part in path.components() {
-        match part {
-            std::path::Component::CurDir => {}
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    out
 }

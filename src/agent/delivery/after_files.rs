@@ -1,0 +1,150 @@
+//! What a delivery profile drops after the files: the job ticket beside loose files,
+//! and the triggers. Both come after what they name, never before, and both are
+//! journaled, so a restart neither repeats nor forgets them.
+
+use tracing::warn;
+
+use super::drop_step::{DropFailure, DropWork, MAX_CLASH_TRIES};
+use crate::agent::staging::Target;
+use crate::naming::clash_name;
+use crate::protocol::FileRole;
+use crate::ticket::{self, TicketFile, TicketFormat};
+
+impl DropWork<'_> {
+    /// The job ticket naming the files: `path_of(slot)` is each file's path from the
+    /// ticket's folder. Tickets the job side sent are dropped, not named.
+    pub(super) fn render_ticket(
+        &self,
+        format: TicketFormat,
+        path_of: impl Fn(usize) -> String,
+    ) -> Vec<u8> {
+        let paths: Vec<(usize, String)> = (0..self.plan.len())
+            .filter(|&slot| self.role(slot) != FileRole::Ticket)
+            .map(|slot| (slot, path_of(slot)))
+            .collect();
+        let files: Vec<TicketFile<'_>> = paths
+            .iter()
+            .map(|(slot, path)| TicketFile {
+                path,
+                role: self.role(*slot),
+                size: self.plan[*slot].file.size,
+                sha256: &self.plan[*slot].file.sha256,
+            })
+            .collect();
+        ticket::render(format, self.delivery, &files)
+    }
+
+    /// Drops the job ticket beside the loose files in `target`, once they are all in
+    /// place (`names`). Returns its path in the hotfolder, when there is one.
+    pub(super) fn drop_ticket_beside(
+        &self,
+        target: &Target,
+        names: &[String],
+    ) -> Result<Option<String>, DropFailure> {
+        let Some((format, name)) = &self.placement.ticket else {
+            return Ok(None);
+        };
+        let fail = |why: String| self.failure(why, names);
+        let id = &self.delivery.id;
+        let done = self
+            .journal
+            .drop_extras(id)
+            .map_err(|e| fail(e.to_string()))?;
+        let staged = &self.pieces.ticket;
+        if let Some(path) = done
+            .ticket_path
+            .filter(|_| done.ticket_placed || !self.staging.holds(staged))
+        {
+            // Placed by an earlier attempt: its staged name went with the move.
+            if !done.ticket_placed {
+                self.journal
+                    .set_ticket_placed(id)
+                    .map_err(|e| fail(e.to_string()))?;
+            }
+            return Ok(Some(path));
+        }
+        let bytes = self.render_ticket(*format, |slot| target.relative(&names[slot]).to_string());
+        self.staging
+            .write(staged, &bytes)
+            .map_err(|e| fail(format!("cannot stage the job ticket: {e}")))?;
+        let mut candidate = name.clone();
+        let mut tries = 1;
+        loop {
+            self.journal
+                .record_ticket_path(id, &target.path_of(&candidate))
+                .map_err(|e| fail(e.to_string()))?;
+            match self.staging.place(staged, target, &candidate) {
+                Ok(()) => break,
+                Err(err)
+                    if err.kind() == std::io::ErrorKind::AlreadyExists
+                        && tries < MAX_CLASH_TRIES =>
+                {
+                    tries += 1;
+                    candidate = clash_name(name, tries);
+                }
+                Err(err) => {
+                    return Err(fail(format!(
+                        "the job ticket could not be moved in as {}: {err}",
+                        target.path_of(&candidate)
+                    )))
+                }
+            }
+        }
+        self.journal
+            .set_ticket_placed(id)
+            .map_err(|e| fail(e.to_string()))?;
+        Ok(Some(target.path_of(&candidate)))
+    }
+
+    /// Writes an empty trigger after each loose file and the ticket, or after the job
+    /// folder, once all of them are in place. A trigger someone else already made is
+    /// left as it is.
+    pub(super) fn write_triggers(
+        &self,
+        target: &Target,
+        names: &[String],
+        ticket: Option<&str>,
+    ) -> Result<(), DropFailure> {
+        let Some(rule) = &self.queue.config.profile.trigger else {
+            return Ok(());
+        };
+        let fail = |why: String| self.failure(why, names);
+        let id = &self.delivery.id;
+        if self
+            .journal
+            .drop_extras(id)
+            .map_err(|e| fail(e.to_string()))?
+            .triggers_written
+        {
+            return Ok(());
+        }
+        let mut units: Vec<&str> = match &self.placement.folder {
+            Some(_) => names
+                .iter()
+                .filter_map(|name| target.relative(name).split('/').next())
+                .take(1)
+                .collect(),
+            None => names.iter().map(|name| target.relative(name)).collect(),
+        };
+        units.extend(ticket.map(|path| target.relative(path)));
+        for unit in units {
+            let trigger = rule.render(self.delivery, unit);
+            match self.staging.touch(target, &trigger) {
+                Ok(true) => {}
+                Ok(false) => warn!(
+                    "trigger {} was there already; left as it is",
+                    target.path_of(&trigger)
+                ),
+                Err(err) => {
+                    return Err(fail(format!(
+                        "cannot write the trigger {}: {err}",
+                        target.path_of(&trigger)
+                    )))
+                }
+            }
+        }
+        self.journal
+            .set_triggers_written(id)
+            .map_err(|e| fail(e.to_string()))
+    }
+}
