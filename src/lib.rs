@@ -3,6 +3,7 @@
 //! systems, plus a small mock of the job side to try and test it on one machine.
 
 pub mod agent;
+mod client_cert_probe;
 pub mod config;
 pub mod control;
 pub mod demo;

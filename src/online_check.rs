@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 
 use crate::agent::client::{ClientError, JobSideClient};
 use crate::agent::staging::STAGING_DIR;
+use crate::client_cert_probe::asks_for_client_certificate;
 use crate::config::Config;
 
 /// Clocks further apart than this make leases unreliable to judge by eye.
@@ -126,6 +127,18 @@ async fn server(config: &Config) -> Vec<Check> {
         Err(ClientError::Refused { status: 401, .. }) => vec![Check::failed(format!(
             "server {url} refuses the token (401): check server.token"
         ))],
-        Err(err) => vec![Check::failed(format!("server {url}: {err}"))],
+        Err(err) => {
+            let unasked = config.server.tls.client_identity.is_none()
+                && !err.to_string().contains("client certificate");
+            let asks = unasked && asks_for_client_certificate(url).await == Some(true);
+            vec![Check::failed(if asks {
+                format!(
+                    "server {url}: {err}; the server asks for a client certificate: set \
+                     server.client_cert and server.client_key"
+                )
+            } else {
+                format!("server {url}: {err}")
+            })]
+        }
     }
 }
