@@ -1,6 +1,7 @@
 //! The chaos test: the built agent, killed with SIGKILL at seeded random moments while
-//! a batch of deliveries of mixed sizes crosses a faulty network into three hotfolders.
-//! Every file must arrive exactly once, whole, and every delivery must be reported.
+//! a batch of deliveries of mixed sizes crosses a faulty network into three hotfolders,
+//! one of which takes each job as a folder with a JDF ticket. Every file, job folder
+//! and ticket must arrive exactly once, whole, and every delivery must be reported.
 //! Set `TBOT_CHAOS_SEED` to repeat a run.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,6 +21,9 @@ const QUEUES: [(&str, &str); 3] = [
     ("trendsetter", "ctp"),
     ("prinergy", "imposition"),
 ];
+/// The queue whose jobs arrive as a job folder with a JDF ticket in it.
+const FOLDER_QUEUE: usize = 2;
+const FOLDER_PROFILE: &str = "layout = \"folder\"\nnaming = \"{name}\"\nticket = \"jdf\"\n";
 const JOBS: usize = 100;
 const KILLS: usize = 12;
 
@@ -39,8 +43,7 @@ impl Watcher {
         let thread = std::thread::spawn(move || {
             while !stop_flag.load(Ordering::Relaxed) {
                 for folder in &folders {
-                    for name in visible_files(folder) {
-                        let path = folder.join(name);
+                    for path in files_below(folder) {
                         let known = record.lock().unwrap().contains_key(&path);
                         if !known {
                             let hash = sha256_file(&path);
@@ -65,6 +68,24 @@ impl Watcher {
         }
         self.seen.lock().unwrap().clone()
     }
+}
+
+/// The visible files of a hotfolder, and those of the job folders in it.
+fn files_below(folder: &std::path::Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for name in visible_files(folder) {
+        let path = folder.join(name);
+        if path.is_dir() {
+            files.extend(
+                visible_files(&path)
+                    .into_iter()
+                    .map(|inner| path.join(inner)),
+            );
+        } else {
+            files.push(path);
+        }
+    }
+    files
 }
 
 fn file_size(rng: &mut StdRng) -> usize {
@@ -97,8 +118,17 @@ async fn sigkill_at_random_moments_still_delivers_every_file_exactly_once() {
         .iter()
         .map(|(n, k, p)| (*n, *k, p.as_path()))
         .collect();
+    let folder_hotfolder = format!(
+        "hotfolder = {:?}\n",
+        queues[FOLDER_QUEUE].2.display().to_string()
+    );
     let config = agent_config_text(&server.url(), TOKEN, &floor.path("state"), &queue_refs, "")
-        .replace("level = \"debug\"", "level = \"info\"");
+        .replace("level = \"debug\"", "level = \"info\"")
+        .replace(
+            &folder_hotfolder,
+            &format!("{folder_hotfolder}{FOLDER_PROFILE}"),
+        );
+    assert!(config.contains(FOLDER_PROFILE), "{config}");
     let owner = operator(&server, "owner");
     let mut agent = AgentProcess::start(floor.dir.path(), &config);
     wait_connected(&owner, &QUEUES.map(|(name, _)| name)).await;
@@ -116,6 +146,8 @@ async fn sigkill_at_random_moments_still_delivers_every_file_exactly_once() {
     .await;
     // What must end up where: hotfolder path -> SHA-256.
     let mut expected: BTreeMap<PathBuf, String> = BTreeMap::new();
+    // Each job folder's ticket: its bytes are known only once written.
+    let mut tickets: BTreeSet<PathBuf> = BTreeSet::new();
     let mut jobs = Vec::new();
     for n in 0..JOBS {
         let first = n % QUEUES.len();
@@ -135,10 +167,18 @@ async fn sigkill_at_random_moments_still_delivers_every_file_exactly_once() {
             let name = format!("page-{f}.pdf");
             owner.upload(&job, &name, bytes).await.unwrap();
             for &q in &chosen {
-                expected.insert(
-                    floor.path(QUEUES[q].1).join(format!("{job}_{name}")),
-                    sha.clone(),
-                );
+                let path = if q == FOLDER_QUEUE {
+                    tickets.insert(
+                        floor
+                            .path(QUEUES[q].1)
+                            .join(&job)
+                            .join(format!("{job}.jdf")),
+                    );
+                    floor.path(QUEUES[q].1).join(&job).join(&name)
+                } else {
+                    floor.path(QUEUES[q].1).join(format!("{job}_{name}"))
+                };
+                expected.insert(path, sha.clone());
             }
         }
         owner
@@ -177,7 +217,8 @@ async fn sigkill_at_random_moments_still_delivers_every_file_exactly_once() {
     agent.signal("TERM").await;
     let seen = watcher.finish();
 
-    // Nothing partial or corrupt was ever visible, and nothing unexpected appeared.
+    // Nothing partial or corrupt was ever visible, and nothing unexpected appeared: a
+    // ticket was whole when its job folder appeared (it never changed after).
     for (path, hash) in &seen {
         match expected.get(path) {
             Some(want) => assert_eq!(
@@ -186,21 +227,37 @@ async fn sigkill_at_random_moments_still_delivers_every_file_exactly_once() {
                 "{} was visible with the wrong bytes",
                 path.display()
             ),
+            None if tickets.contains(path) => assert_eq!(
+                hash,
+                &sha256_file(path),
+                "{} changed after it was visible",
+                path.display()
+            ),
             None => panic!("unexpected file {} (a duplicate drop?)", path.display()),
         }
     }
-    // Exactly once: every expected file is there, whole, and nothing else is.
+    // Exactly once: every expected file and ticket is there, whole, and nothing else is.
     let mut present = BTreeSet::new();
     for (_, folder) in QUEUES {
-        for name in visible_files(&floor.path(folder)) {
-            present.insert(floor.path(folder).join(name));
-        }
+        present.extend(files_below(&floor.path(folder)));
+        let staging = visible_files(&floor.path(folder).join(".tbot"));
         assert!(
-            staged_files(&floor.path(folder)).is_empty(),
-            "staging left in {folder}"
+            staged_files(&floor.path(folder)).is_empty()
+                && staging.iter().all(|name| !name.ends_with(".folder")),
+            "staging left in {folder}: {staging:?}"
         );
     }
-    assert_eq!(present, expected.keys().cloned().collect::<BTreeSet<_>>());
+    let mut wanted: BTreeSet<PathBuf> = expected.keys().cloned().collect();
+    wanted.extend(tickets.iter().cloned());
+    assert_eq!(present, wanted);
+    for ticket in &tickets {
+        let jdf = std::fs::read_to_string(ticket).unwrap();
+        assert!(
+            jdf.contains("URL=\"page-0.pdf\""),
+            "{}: {jdf}",
+            ticket.display()
+        );
+    }
     for (path, want) in &expected {
         assert_eq!(
             &sha256_file(path),
