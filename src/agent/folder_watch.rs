@@ -37,7 +37,7 @@ impl FolderWatch {
     pub(crate) fn watch(&mut self, queues: &[Queue]) {
         self.watcher = None;
         let changed = self.changed.clone();
-        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let on_change = move |event: notify::Result<notify::Event>| {
             // tbot's own staging is no news of the device.
             let outside_staging = event.is_ok_and(|event| {
                 event.paths.iter().any(|path| {
@@ -49,7 +49,11 @@ impl FolderWatch {
             if outside_staging {
                 changed.notify_one();
             }
-        });
+        };
+        // A link planted in a shared hotfolder must not make tbot watch (and walk)
+        // whatever it points at; the hotfolder's own path may still be a link.
+        let config = notify::Config::default().with_follow_symlinks(false);
+        let watcher = RecommendedWatcher::new(on_change, config);
         let mut watcher = match watcher {
             Ok(watcher) => watcher,
             Err(err) => {
