@@ -1,6 +1,7 @@
 //! JDF 1.4 tickets: a `Combined` node for digital printing whose `RunList` names the
 //! dropped files, with the media, amount, sides, colour model, customer and due date
-//! the job side gave, as the JDF resources express them.
+//! the job side gave, as the JDF resources express them. Its process types are the
+//! ones a DFE's digital-print node takes (sides belong to LayoutPreparation).
 
 use super::xml::Element;
 use super::{instructions, number, points, relative_url, TicketFile};
@@ -8,6 +9,7 @@ use crate::protocol::{Delivery, Sides};
 
 const NAMESPACE: &str = "http://www.CIP4.org/JDFSchema_1_1";
 const XSI: &str = "http://www.w3.org/2001/XMLSchema-instance";
+const PROCESSES: &str = "LayoutPreparation Imposition Interpreting Rendering DigitalPrinting";
 
 pub(super) fn render(delivery: &Delivery, files: &[TicketFile<'_>]) -> Vec<u8> {
     let job = &delivery.job;
@@ -41,6 +43,16 @@ pub(super) fn render(delivery: &Delivery, files: &[TicketFile<'_>]) -> Vec<u8> {
         );
     }
     add(run_list(files), link("RunListLink", "r_runlist", "Input"));
+    // DigitalPrinting's one required input, empty: the device's defaults apply.
+    add(
+        resource(
+            "DigitalPrintingParams",
+            "r_printing",
+            "Parameter",
+            "Available",
+        ),
+        link("DigitalPrintingParamsLink", "r_printing", "Input"),
+    );
     if let Some(media) = &ticket.media {
         let dimension = media
             .width_mm
@@ -92,7 +104,8 @@ pub(super) fn render(delivery: &Delivery, files: &[TicketFile<'_>]) -> Vec<u8> {
         .attr("xsi:type", "Combined")
         .attr("ID", "n_tbot")
         .attr("Type", "Combined")
-        .attr("Types", "DigitalPrinting")
+        .attr("Types", PROCESSES)
+        .attr("Category", "DigitalPrinting")
         .attr("JobID", &job.id)
         .attr("JobPartID", "1")
         .attr("Status", "Waiting")
