@@ -103,16 +103,20 @@ pub fn check_file_name(name: &str) -> Result<(), String> {
             name.len()
         ));
     }
-    let stem = name.split('.').next().unwrap_or(name).trim_end();
-    if WINDOWS_RESERVED
-        .iter()
-        .any(|reserved| stem.eq_ignore_ascii_case(reserved))
-    {
+    if is_reserved(name) {
         return Err(format!(
             "the file name {name:?} is a reserved device name on Windows"
         ));
     }
     Ok(())
+}
+
+/// Whether `name`'s stem is a device name Windows reserves.
+fn is_reserved(name: &str) -> bool {
+    let stem = name.split('.').next().unwrap_or(name).trim_end();
+    WINDOWS_RESERVED
+        .iter()
+        .any(|reserved| stem.eq_ignore_ascii_case(reserved))
 }
 
 /// What two names that one folder would hold as one file have in common: the same
@@ -228,6 +232,20 @@ impl NamingRule {
         })
     }
 
+    /// The name a rule without `{name}` gives (a job folder's, a ticket's, a
+    /// subfolder's). Values from the job side may end it badly ("ACME Inc.") or make it
+    /// a device name ("Aux"): trailing dots and spaces go, and a reserved name gets a
+    /// `_` in front, so an ordinary customer never makes a job fail.
+    pub fn render_without_name(&self, delivery: &Delivery) -> String {
+        let rendered = self.render(delivery, "");
+        let name = rendered.trim_end_matches(['.', ' ']);
+        if is_reserved(name) {
+            format!("_{name}")
+        } else {
+            name.to_string()
+        }
+    }
+
     /// The name `file_name` of `delivery` gets in the hotfolder (`file_name` is the
     /// name a rule without `{name}` never reads). Values from the server other than the
     /// (already checked) file name are made safe: characters that cannot stand in a
@@ -296,7 +314,7 @@ impl FolderPathRule {
     pub fn render(&self, delivery: &Delivery) -> Result<Vec<String>, String> {
         let mut folders = Vec::new();
         for step in &self.steps {
-            let folder = step.render(delivery, "");
+            let folder = step.render_without_name(delivery);
             if folder.is_empty() {
                 continue;
             }
@@ -458,6 +476,9 @@ mod tests {
         let mut plain = delivery(Some("MC-5521"));
         plain.job.customer = Some("Smith".into());
         assert_eq!(rule.render(&plain).unwrap(), ["Smith", "MC-5521"]);
+        plain.job.customer = Some("ACME Inc.".into());
+        plain.job.order_number = Some("Aux".into());
+        assert_eq!(rule.render(&plain).unwrap(), ["ACME Inc", "_Aux"]);
         assert!(FolderPathRule::parse("{name}/x").is_err());
         assert!(FolderPathRule::parse("/").is_err());
     }

@@ -128,8 +128,12 @@ async fn server(config: &Config) -> Vec<Check> {
             "server {url} refuses the token (401): check server.token"
         ))],
         Err(err) => {
+            // Only a connection that broke says nothing of why: a refusal with a status
+            // or a certificate error speaks for itself.
+            let said = err.to_string();
             let unasked = config.server.tls.client_identity.is_none()
-                && !err.to_string().contains("client certificate");
+                && !said.contains("client certificate")
+                && (said.contains("Canceled") || said.contains("connection"));
             let asks = unasked && asks_for_client_certificate(url).await == Some(true);
             vec![Check::failed(if asks {
                 format!(

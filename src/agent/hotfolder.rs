@@ -117,7 +117,7 @@ impl Hotfolder {
         }
     }
 
-    /// Removes the files this agent staged that belong to no delivery in `keep` (those
+    /// Removes the files (and job folders) this agent staged that belong to no delivery in `keep` (those
     /// the journal will carry on). Files of other agents, and anything tbot did not
     /// name, are left alone.
     pub(crate) fn clear_staging(&self, keep: &HashSet<String>) -> Result<usize, String> {
@@ -125,11 +125,18 @@ impl Hotfolder {
         let prefix = format!("{}-", self.owner);
         let stale = staging
             .names(|name| {
-                name.starts_with(&prefix) && name.ends_with(".part") && !keep.contains(name)
+                name.starts_with(&prefix)
+                    && (name.ends_with(".part") || name.ends_with(".folder"))
+                    && !keep.contains(name)
             })
             .map_err(|err| err.to_string())?;
         for name in &stale {
-            staging.remove(name).map_err(|err| err.to_string())?;
+            let removed = if name.ends_with(".folder") {
+                staging.remove_job_folder(name)
+            } else {
+                staging.remove(name)
+            };
+            removed.map_err(|err| err.to_string())?;
         }
         Ok(stale.len())
     }

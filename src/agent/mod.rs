@@ -242,7 +242,10 @@ impl Agent {
                 Some(
                     (0..entry.delivery.files.len())
                         .map(|index| queue.hotfolder.staged_name(id, index))
-                        .chain([queue.hotfolder.staged_ticket(id)])
+                        .chain([
+                            queue.hotfolder.staged_ticket(id),
+                            queue.hotfolder.staged_job_folder(id),
+                        ])
                         .collect::<Vec<_>>(),
                 )
             })

@@ -224,7 +224,8 @@ impl StagingDir {
         let mut fd = rustix::fs::openat(&self.root, ".", DIR_FLAGS, Mode::empty())?;
         for (depth, step) in path.iter().enumerate() {
             match rustix::fs::mkdirat(&fd, step.as_str(), Mode::from_raw_mode(0o777)) {
-                Ok(()) | Err(Errno::EXIST) => {}
+                Ok(()) => self.like_the_hotfolder(&fd, step)?,
+                Err(Errno::EXIST) => {}
                 Err(err) => return Err(err.into()),
             }
             fd = rustix::fs::openat(&fd, step.as_str(), DIR_FLAGS | OFlags::NOFOLLOW, Mode::empty())
@@ -276,6 +277,16 @@ impl StagingDir {
         }
     }
 
+    /// Gives the folder tbot just made, `name` in `parent`, the hotfolder's permission
+    /// bits: a device running as another user must be able to take files out of it,
+    /// and move it whole, as it can in the hotfolder itself, whatever tbot's umask.
+    fn like_the_hotfolder(&self, parent: &OwnedFd, name: &str) -> io::Result<()> {
+        let mode = rustix::fs::fstat(&self.root)?.st_mode & 0o3777;
+        let made = rustix::fs::openat(parent, name, DIR_FLAGS | OFlags::NOFOLLOW, Mode::empty())?;
+        rustix::fs::fchmod(&made, Mode::from_raw_mode(mode))?;
+        Ok(())
+    }
+
     /// Renames staged `name` into `target` as `final_name` unless that name is taken.
     fn move_without_replacing(
         &self,
@@ -290,6 +301,11 @@ impl StagingDir {
             final_name,
             RenameFlags::NOREPLACE,
         )
+    }
+
+    /// Makes what was created or renamed in the staging folder durable.
+    pub(crate) fn sync_staging(&self) -> io::Result<()> {
+        rustix::fs::fsync(&self.dir).map_err(Into::into)
     }
 
     /// Whether anything is staged under `name`.
@@ -307,7 +323,8 @@ impl StagingDir {
     /// into the hotfolder whole; anything but tbot's own folder is refused.
     pub(crate) fn job_folder(&self, name: &str) -> io::Result<Target> {
         match rustix::fs::mkdirat(&self.dir, name, Mode::from_raw_mode(0o777)) {
-            Ok(()) | Err(Errno::EXIST) => {}
+            Ok(()) => self.like_the_hotfolder(&self.dir, name)?,
+            Err(Errno::EXIST) => {}
             Err(err) => return Err(err.into()),
         }
         let fd = rustix::fs::openat(&self.dir, name, DIR_FLAGS | OFlags::NOFOLLOW, Mode::empty())
@@ -324,15 +341,17 @@ impl StagingDir {
         })
     }
 
-    /// Moves staged file `name` into the job folder being put together as `final_name`.
-    /// Whether it was still staged: after a crash it may be in the folder already.
+    /// Moves staged file `name` into the job folder being put together as `final_name`,
+    /// replacing a copy an earlier attempt left there: both are inside tbot's private
+    /// staging folder, so a plain rename (which every file system has) is safe. Whether
+    /// it was still staged: after a crash it may be in the folder already.
     pub(crate) fn move_into(
         &self,
         name: &str,
         folder: &Target,
         final_name: &str,
     ) -> io::Result<bool> {
-        match self.move_without_replacing(name, folder, final_name) {
+        match rustix::fs::renameat(&self.dir, name, &folder.fd, final_name) {
             Ok(()) => Ok(true),
             Err(Errno::NOENT) => Ok(false),
             Err(err) => Err(err.into()),

@@ -148,11 +148,12 @@ fn colors_used(color: &str) -> Option<&'static str> {
 }
 
 /// `value` as an XML name token (XJDF's `JobID`): what cannot stand in one becomes `_`.
+/// Only ASCII is kept: some Unicode letters and digits (º, ², ①) are no name characters.
 fn nmtoken(value: &str) -> String {
     let token: String = value
         .chars()
         .map(|c| {
-            if c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | ':') {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':') {
                 c
             } else {
                 '_'

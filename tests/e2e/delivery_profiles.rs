@@ -245,7 +245,9 @@ async fn a_jdf_ticket_and_triggers_come_after_the_files_they_name() {
 }
 
 /// A job folder appears whole: when its name first shows in the hotfolder, every
-/// file and the ticket are in it already; its trigger comes after it.
+/// file and the ticket are in it already; its trigger comes after it. It has the
+/// hotfolder's permissions (a group-writable share here), whatever tbot's umask, so a
+/// device running as another user can take it away.
 #[tokio::test]
 async fn a_job_folder_appears_whole_with_its_ticket_and_then_its_trigger() {
     let setup = OneQueue::start(
@@ -253,6 +255,8 @@ async fn a_job_folder_appears_whole_with_its_ticket_and_then_its_trigger() {
     )
     .await;
     let hotfolder = setup.floor.path("indigo");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hotfolder, std::fs::Permissions::from_mode(0o2775)).unwrap();
     let first_look: Arc<Mutex<Option<Vec<String>>>> = Arc::new(Mutex::new(None));
     let seen = first_look.clone();
     let root = hotfolder.clone();
@@ -294,6 +298,11 @@ async fn a_job_folder_appears_whole_with_its_ticket_and_then_its_trigger() {
     ];
     whole.sort();
     assert_eq!(first_look.lock().unwrap().clone(), Some(whole.clone()));
+    let mode = std::fs::metadata(hotfolder.join(&folder))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o2775, "job folder mode {mode:o}");
     assert_eq!(visible_files(&hotfolder.join(&folder)), whole);
     let xjdf = std::fs::read_to_string(hotfolder.join(&folder).join(&ticket)).unwrap();
     let root = &attributes_of(&xjdf, "XJDF")[0];

@@ -107,9 +107,10 @@ async fn a_job_folder_cut_short_by_a_crash_ends_in_the_hotfolder_exactly_once() 
     agent.stop().await;
 }
 
-/// Killed while the ticket beside loose files was moving in: once with the ticket
-/// still staged (it is written afresh and moved in), once with it moved in but not
-/// journaled so (it is not written again).
+/// Killed while the ticket beside loose files was being written or moving in:
+/// - written half, its path not yet journaled: it is written afresh and moved in;
+/// - staged whole, its path journaled: it moves in as it is, never written again;
+/// - moved in, not yet journaled so: it is neither written nor moved again.
 #[tokio::test]
 async fn a_ticket_cut_short_by_a_crash_ends_in_the_hotfolder_exactly_once() {
     let (a, b) = (sample_bytes(5000, 1), sample_bytes(7000, 2));
@@ -119,9 +120,10 @@ async fn a_ticket_cut_short_by_a_crash_ends_in_the_hotfolder_exactly_once() {
     let staging = hotfolder.join(".tbot");
     {
         let journal = earlier_journal(&floor, &server);
-        for (id, job, ticket_moved) in [
-            ("d-staged", "J-staged", false),
-            ("d-moved", "J-moved", true),
+        for (id, job) in [
+            ("d-half", "J-half"),
+            ("d-staged", "J-staged"),
+            ("d-moved", "J-moved"),
         ] {
             let names = claimed(&journal, &hotfolder, id, job, &a, &b);
             let files = [
@@ -134,21 +136,30 @@ async fn a_ticket_cut_short_by_a_crash_ends_in_the_hotfolder_exactly_once() {
                 journal.set_dropped(id, *index).unwrap();
             }
             let ticket = format!("MC-1_{job}.jdf");
-            journal.record_ticket_path(id, &ticket).unwrap();
-            let at = if ticket_moved {
-                hotfolder.join(&ticket)
-            } else {
-                staging.join(names.staged_ticket(id))
-            };
-            std::fs::write(at, "<JDF/>").unwrap();
+            let staged = staging.join(names.staged_ticket(id));
+            match id {
+                "d-half" => std::fs::write(staged, "<JDF Job").unwrap(),
+                "d-staged" => {
+                    std::fs::write(staged, "<JDF staged/>").unwrap();
+                    journal.record_ticket_path(id, &ticket).unwrap();
+                }
+                _ => {
+                    std::fs::write(hotfolder.join(&ticket), "<JDF moved/>").unwrap();
+                    journal.record_ticket_path(id, &ticket).unwrap();
+                }
+            }
         }
     }
     let agent = RunningAgent::start(&one_queue_config(&server.url, &floor, "ticket = \"jdf\""));
-    completed(&server, "d-staged").await;
-    completed(&server, "d-moved").await;
+    for id in ["d-half", "d-staged", "d-moved"] {
+        completed(&server, id).await;
+    }
     assert_eq!(
         visible_files(&hotfolder),
         [
+            "MC-1_J-half.jdf",
+            "MC-1_J-half_a.pdf",
+            "MC-1_J-half_b.pdf",
             "MC-1_J-moved.jdf",
             "MC-1_J-moved_a.pdf",
             "MC-1_J-moved_b.pdf",
@@ -157,16 +168,75 @@ async fn a_ticket_cut_short_by_a_crash_ends_in_the_hotfolder_exactly_once() {
             "MC-1_J-staged_b.pdf"
         ]
     );
-    let written = std::fs::read_to_string(hotfolder.join("MC-1_J-staged.jdf")).unwrap();
-    assert!(written.contains("URL=\"MC-1_J-staged_a.pdf\""), "{written}");
-    assert_eq!(
-        std::fs::read_to_string(hotfolder.join("MC-1_J-moved.jdf")).unwrap(),
-        "<JDF/>"
-    );
+    let written = std::fs::read_to_string(hotfolder.join("MC-1_J-half.jdf")).unwrap();
+    assert!(written.contains("URL=\"MC-1_J-half_a.pdf\""), "{written}");
+    let read = |name: &str| std::fs::read_to_string(hotfolder.join(name)).unwrap();
+    assert_eq!(read("MC-1_J-staged.jdf"), "<JDF staged/>");
+    assert_eq!(read("MC-1_J-moved.jdf"), "<JDF moved/>");
     assert!(
         visible_files(&staging).is_empty(),
         "{:?}",
         visible_files(&staging)
+    );
+    agent.stop().await;
+}
+
+/// A job folder put together by an attempt that then failed (its move refused) is no
+/// obstacle to the next: the stale staged folder is cleared and the delivery, claimed
+/// again, lands whole once.
+#[tokio::test]
+async fn a_job_folder_left_in_staging_by_a_failed_attempt_does_not_block_the_next() {
+    let (a, b) = (sample_bytes(5000, 1), sample_bytes(7000, 2));
+    let mut again = delivery(
+        "d-retry",
+        time::OffsetDateTime::now_utc() + time::Duration::minutes(5),
+        &[("a.pdf", "/f/a", &a), ("b.pdf", "/f/b", &b)],
+    );
+    again["job"]["id"] = serde_json::json!("J-retry");
+    let server = ScriptedServer::builder()
+        .file("/f/a", a.clone(), Duration::ZERO)
+        .file("/f/b", b.clone(), Duration::ZERO)
+        .claim_deliveries(vec![again])
+        .start()
+        .await;
+    let floor = Floor::new(&["indigo"]);
+    let hotfolder = floor.path("indigo");
+    let stale = {
+        let journal = earlier_journal(&floor, &server);
+        let names = claimed(&journal, &hotfolder, "d-retry", "J-retry", &a, &b);
+        let folder = hotfolder
+            .join(".tbot")
+            .join(names.staged_job_folder("d-retry"));
+        std::fs::create_dir(&folder).unwrap();
+        std::fs::write(folder.join("a.pdf"), b"stale").unwrap();
+        journal
+            .finish(
+                "d-retry",
+                tbot::agent::journal::Step::Failed,
+                Some("the subfolder went away"),
+                None,
+            )
+            .unwrap();
+        folder
+    };
+    let agent = RunningAgent::start(&one_queue_config(
+        &server.url,
+        &floor,
+        "layout = \"folder\"\nnaming = \"{name}\"",
+    ));
+    completed(&server, "d-retry").await;
+    assert_eq!(visible_files(&hotfolder), ["MC-1_J-retry"]);
+    assert_eq!(
+        std::fs::read(hotfolder.join("MC-1_J-retry/a.pdf")).unwrap(),
+        a
+    );
+    assert_eq!(
+        std::fs::read(hotfolder.join("MC-1_J-retry/b.pdf")).unwrap(),
+        b
+    );
+    assert!(
+        !stale.exists(),
+        "the stale staged job folder is still there"
     );
     agent.stop().await;
 }

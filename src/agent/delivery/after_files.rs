@@ -51,23 +51,33 @@ impl DropWork<'_> {
             .drop_extras(id)
             .map_err(|e| fail(e.to_string()))?;
         let staged = &self.pieces.ticket;
-        if let Some(path) = done
-            .ticket_path
-            .filter(|_| done.ticket_placed || !self.staging.holds(staged))
-        {
-            // Placed by an earlier attempt: its staged name went with the move.
-            if !done.ticket_placed {
+        let mut candidate = name.clone();
+        match done.ticket_path {
+            Some(path) if done.ticket_placed => return Ok(Some(path)),
+            // Moved in by an attempt a crash cut short before it was journaled.
+            Some(path) if self.staging.was_placed(staged, &path) => {
+                self.staging
+                    .remove(staged)
+                    .map_err(|e| fail(e.to_string()))?;
                 self.journal
                     .set_ticket_placed(id)
                     .map_err(|e| fail(e.to_string()))?;
+                return Ok(Some(path));
             }
-            return Ok(Some(path));
+            // Staged whole and synced before its path was journaled: it moves in as it
+            // is, never written again, so no second ticket can come of a retry.
+            Some(path) if self.staging.holds(staged) => {
+                candidate = target.relative(&path).to_string();
+            }
+            _ => {
+                let bytes =
+                    self.render_ticket(*format, |slot| target.relative(&names[slot]).to_string());
+                self.staging
+                    .write(staged, &bytes)
+                    .and_then(|()| self.staging.sync_staging())
+                    .map_err(|e| fail(format!("cannot stage the job ticket: {e}")))?;
+            }
         }
-        let bytes = self.render_ticket(*format, |slot| target.relative(&names[slot]).to_string());
-        self.staging
-            .write(staged, &bytes)
-            .map_err(|e| fail(format!("cannot stage the job ticket: {e}")))?;
-        let mut candidate = name.clone();
         let mut tries = 1;
         loop {
             self.journal

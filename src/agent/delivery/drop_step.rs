@@ -1,7 +1,8 @@
 //! The drop step: verified files move from staging into the hotfolder under their
 //! planned names, never overwriting, with the names journaled durably first, so that
 //! after a crash the journal and the folder together tell what happened. Loose files
-//! are here; the job folder, the ticket and the triggers each have their own file.
+//! are here; the job folder is in `job_folder.rs`, the ticket and triggers that follow
+//! the files in `after_files.rs`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -60,6 +61,9 @@ impl Worker {
         plan: Vec<FilePlan>,
     ) -> Vec<FilePlan> {
         let folder_staged = staging.holds(&pieces.job_folder);
+        if !folder_staged {
+            self.recognise_ticket_move(id, staging, pieces);
+        }
         plan.into_iter()
             .map(|mut file| {
                 let Some(planned) = file
@@ -86,6 +90,31 @@ impl Worker {
                 file
             })
             .collect()
+    }
+
+    /// A ticket whose move a crash cut short before it was journaled counts as placed,
+    /// before a lost lease discards what is staged: a new attempt then never writes
+    /// a second one.
+    fn recognise_ticket_move(&self, id: &str, staging: &StagingDir, pieces: &StagedPieces) {
+        let Ok(done) = self.journal.drop_extras(id) else {
+            return;
+        };
+        let Some(path) = done.ticket_path.filter(|_| !done.ticket_placed) else {
+            return;
+        };
+        if staging.was_placed(&pieces.ticket, &path) {
+            if let Err(err) = staging
+                .remove(&pieces.ticket)
+                .map_err(|e| e.to_string())
+                .and_then(|()| {
+                    self.journal
+                        .set_ticket_placed(id)
+                        .map_err(|e| e.to_string())
+                })
+            {
+                warn!("cannot record that the job ticket is in the hotfolder: {err}");
+            }
+        }
     }
 
     /// Drop step: each verified file moves into the hotfolder under the name planned
@@ -356,11 +385,11 @@ pub(super) fn discard_staging(staging: &StagingDir, pieces: &StagedPieces, plan:
             warn!("cannot remove staged {}: {err}", file.file.name);
         }
     }
-    if let Err(err) = staging
-        .remove(&pieces.ticket)
-        .and_then(|()| staging.remove_job_folder(&pieces.job_folder))
-    {
-        warn!("cannot remove the staged job ticket or job folder: {err}");
+    if let Err(err) = staging.remove(&pieces.ticket) {
+        warn!("cannot remove the staged job ticket: {err}");
+    }
+    if let Err(err) = staging.remove_job_folder(&pieces.job_folder) {
+        warn!("cannot remove the staged job folder: {err}");
     }
 }
 

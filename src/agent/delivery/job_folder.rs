@@ -83,6 +83,11 @@ impl DropWork<'_> {
             .iter()
             .map(|file| target.path_of(&format!("{candidate}/{}", file.name)))
             .collect();
+        // On disk before the journal says so: after a power cut, a folder the journal
+        // has as landed is in the hotfolder.
+        self.staging
+            .sync(target)
+            .map_err(|e| self.failure(format!("cannot sync the hotfolder: {e}"), &names))?;
         for file in self.plan {
             self.journal
                 .set_dropped(id, file.index)

@@ -54,7 +54,7 @@ pub(crate) fn plan(
     let folder = match &profile.layout {
         Layout::Files => None,
         Layout::Folder(rule) => {
-            let name = rule.render(delivery, "");
+            let name = rule.render_without_name(delivery);
             fits(
                 &name,
                 &format!(
@@ -85,7 +85,7 @@ pub(crate) fn plan(
     }
     let ticket = match &profile.ticket {
         Some((format, rule)) => {
-            let name = rule.render(delivery, "");
+            let name = rule.render_without_name(delivery);
             let which = format!(
                 "the job ticket {name:?} named by queue {}'s ticket_name rule",
                 queue.name

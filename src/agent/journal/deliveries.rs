@@ -215,7 +215,8 @@ impl Journal {
         self.with(|conn| {
             let tx = conn.transaction()?;
             let mut earlier = earlier_files(&tx, &delivery.id)?;
-            // A ticket that never landed is written anew: its staged copy may be gone.
+            // A ticket not placed by now never landed (a crash cut short is settled when
+            // the drop resumes, before anything staged is discarded): it is written anew.
             tx.execute(
                 "UPDATE deliveries SET claim = ?2, step = 'claimed', reason = NULL, updated_at = ?3,
                         queue = ?4, job = ?5, order_number = ?6,
