@@ -787,14 +787,7 @@ impl Agent {
                         delivery.queue
                     );
                     info!(delivery = %delivery.id, "{reason}");
-                    let owed = journal::Owed::Fail(crate::protocol::FailRequest {
-                        reason,
-                        retryable: true,
-                    });
-                    if let Err(err) = worker.journal().queue_report(&delivery.id, &owed) {
-                        error!(delivery = %delivery.id, "cannot record the hand-back: {err}");
-                    }
-                    worker.wake_reporter();
+                    hand_back(&worker, &delivery.id, reason, true);
                 }
                 Claimed::Ready(delivery) => {
                     in_flight.spawn(async move { worker.deliver(*delivery).await });
@@ -810,14 +803,7 @@ impl Agent {
                     problem,
                 } => {
                     warn!(delivery = %id, "{problem}");
-                    let owed = journal::Owed::Fail(crate::protocol::FailRequest {
-                        reason: problem,
-                        retryable: false,
-                    });
-                    if let Err(err) = worker.journal().queue_report(&id, &owed) {
-                        error!(delivery = %id, "cannot record the malformed delivery: {err}");
-                    }
-                    worker.wake_reporter();
+                    hand_back(&worker, &id, problem, false);
                 }
                 Claimed::Malformed { id: None, problem } => {
                     warn!("a claimed delivery without an id was ignored: {problem}");
@@ -826,6 +812,16 @@ impl Agent {
         }
         count
     }
+}
+
+/// Gives delivery `id`, which this agent will not work on, back to the server with
+/// `reason`: the report waits in the journal until the reporter sends it.
+fn hand_back(worker: &Worker, id: &str, reason: String, retryable: bool) {
+    let owed = journal::Owed::Fail(crate::protocol::FailRequest { reason, retryable });
+    if let Err(err) = worker.journal().queue_report(id, &owed) {
+        error!(delivery = %id, "cannot record the hand-back: {err}");
+    }
+    worker.wake_reporter();
 }
 
 /// A timer that ticks every `period`, the first time at once, and after a late tick

@@ -4,9 +4,8 @@
 
 use tracing::warn;
 
-use super::drop_step::{DropFailure, DropWork, MAX_CLASH_TRIES};
+use super::drop_step::{place_under_free_name, DropFailure, DropWork};
 use crate::agent::staging::Target;
-use crate::naming::clash_name;
 use crate::protocol::FileRole;
 use crate::ticket::{self, TicketFile, TicketFormat};
 
@@ -78,28 +77,16 @@ impl DropWork<'_> {
                     .map_err(|e| fail(format!("cannot stage the job ticket: {e}")))?;
             }
         }
-        let mut tries = 1;
-        loop {
+        let record = |next: &str| {
             self.journal
-                .record_ticket_path(id, &target.path_of(&candidate))
-                .map_err(|e| fail(e.to_string()))?;
-            match self.staging.place(staged, target, &candidate) {
-                Ok(()) => break,
-                Err(err)
-                    if err.kind() == std::io::ErrorKind::AlreadyExists
-                        && tries < MAX_CLASH_TRIES =>
-                {
-                    tries += 1;
-                    candidate = clash_name(name, tries);
-                }
-                Err(err) => {
-                    return Err(fail(format!(
-                        "the job ticket could not be moved in as {}: {err}",
-                        target.path_of(&candidate)
-                    )))
-                }
-            }
-        }
+                .record_ticket_path(id, &target.path_of(next))
+                .map_err(|e| e.to_string())
+        };
+        record(&candidate).map_err(&fail)?;
+        let candidate = place_under_free_name(name, candidate, record, |next| {
+            self.staging.place(staged, target, next)
+        })
+        .map_err(|failed| fail(failed.describe("the job ticket", target)))?;
         self.journal
             .set_ticket_placed(id)
             .map_err(|e| fail(e.to_string()))?;

@@ -20,7 +20,7 @@ use crate::naming::clash_name;
 use crate::protocol::{Delivery, DroppedFile, FileRole};
 
 /// How many clash names are tried before a drop gives up.
-pub(super) const MAX_CLASH_TRIES: u32 = 10_000;
+const MAX_CLASH_TRIES: u32 = 10_000;
 
 /// One file of a delivery on its way: where it is staged, the name it gets, and how far
 /// an earlier attempt took it.
@@ -281,34 +281,20 @@ impl DropWork<'_> {
             .map_err(|e| self.failure(e.to_string(), &names))?;
         for slot in to_move {
             let file = &self.plan[slot];
-            let mut candidate = file.name.clone();
-            let mut tries = 1;
-            loop {
-                match self.staging.place(&file.staged, target, &candidate) {
-                    Ok(()) => break,
-                    Err(err)
-                        if err.kind() == std::io::ErrorKind::AlreadyExists
-                            && tries < MAX_CLASH_TRIES =>
-                    {
-                        tries += 1;
-                        candidate = clash_name(&file.name, tries);
-                        self.journal
-                            .record_drop_names(
-                                &self.delivery.id,
-                                &[(file.index, target.path_of(&candidate))],
-                            )
-                            .map_err(|e| self.failure(e.to_string(), &names))?;
-                    }
-                    Err(err) => {
-                        let why = format!(
-                            "{} could not be moved in as {}: {err}",
-                            file.file.name,
-                            target.path_of(&candidate)
-                        );
-                        return Err(self.failure(why, &names));
-                    }
-                }
-            }
+            let placed = place_under_free_name(
+                &file.name,
+                file.name.clone(),
+                |next| {
+                    self.journal
+                        .record_drop_names(&self.delivery.id, &[(file.index, target.path_of(next))])
+                        .map_err(|e| e.to_string())
+                },
+                |name| self.staging.place(&file.staged, target, name),
+            );
+            let candidate = placed.map_err(|failed| {
+                let why = failed.describe(&file.file.name, target);
+                self.failure(why, &names)
+            })?;
             names[slot] = target.path_of(&candidate);
             self.journal
                 .set_dropped(&self.delivery.id, file.index)
@@ -323,6 +309,61 @@ impl DropWork<'_> {
             .files
             .get(self.plan[slot].index)
             .map_or(FileRole::Content, |file| file.role)
+    }
+}
+
+/// Why a move under a free name did not happen.
+pub(super) enum PlaceFailure {
+    /// The next name could not be journaled.
+    Journal(String),
+    /// The move under `name` failed for another reason than a taken name, or every
+    /// clash name was taken.
+    Move { name: String, err: std::io::Error },
+}
+
+impl PlaceFailure {
+    /// The reason, naming `what` was being moved into `target`.
+    pub(super) fn describe(self, what: &str, target: &Target) -> String {
+        match self {
+            PlaceFailure::Journal(why) => why,
+            PlaceFailure::Move { name, err } => {
+                format!(
+                    "{what} could not be moved in as {}: {err}",
+                    target.path_of(&name)
+                )
+            }
+        }
+    }
+}
+
+/// Moves something in (`place`) under `first`, or while that name is taken under the
+/// next clash name of `base` (`_2`, `_3`, ...), journaling each of those (`journal`)
+/// before it is tried; the caller journals `first`. Returns the name it got.
+pub(super) fn place_under_free_name(
+    base: &str,
+    first: String,
+    mut journal: impl FnMut(&str) -> Result<(), String>,
+    mut place: impl FnMut(&str) -> std::io::Result<()>,
+) -> Result<String, PlaceFailure> {
+    let mut candidate = first;
+    let mut tries = 1;
+    loop {
+        match place(&candidate) {
+            Ok(()) => return Ok(candidate),
+            Err(err)
+                if err.kind() == std::io::ErrorKind::AlreadyExists && tries < MAX_CLASH_TRIES =>
+            {
+                tries += 1;
+                candidate = clash_name(base, tries);
+                journal(&candidate).map_err(PlaceFailure::Journal)?;
+            }
+            Err(err) => {
+                return Err(PlaceFailure::Move {
+                    name: candidate,
+                    err,
+                })
+            }
+        }
     }
 }
 

@@ -2,9 +2,8 @@
 //! together in a folder in staging, which then moves into the hotfolder in one step,
 //! so a device watching for folders sees the whole job or nothing.
 
-use super::drop_step::{DropFailure, DropWork, MAX_CLASH_TRIES};
+use super::drop_step::{place_under_free_name, DropFailure, DropWork};
 use crate::agent::staging::Target;
-use crate::naming::clash_name;
 
 impl DropWork<'_> {
     /// Puts the job folder together and moves it into `target` as `folder` (or the
@@ -25,7 +24,7 @@ impl DropWork<'_> {
             .filter(|&slot| self.staging.holds(&self.plan[slot].staged))
             .collect();
         self.sync_staged(&still_staged)?;
-        let mut candidate = folder.to_string();
+        let candidate = folder.to_string();
         self.journal_paths(target, &candidate).map_err(&fail)?;
         let staged = &self.pieces.job_folder;
         let assembly = self
@@ -58,26 +57,13 @@ impl DropWork<'_> {
         assembly
             .sync()
             .map_err(|e| fail(format!("cannot sync the job folder: {e}")))?;
-        let mut tries = 1;
-        loop {
-            match self.staging.place_folder(staged, target, &candidate) {
-                Ok(()) => break,
-                Err(err)
-                    if err.kind() == std::io::ErrorKind::AlreadyExists
-                        && tries < MAX_CLASH_TRIES =>
-                {
-                    tries += 1;
-                    candidate = clash_name(folder, tries);
-                    self.journal_paths(target, &candidate).map_err(&fail)?;
-                }
-                Err(err) => {
-                    return Err(fail(format!(
-                        "the job folder could not be moved in as {}: {err}",
-                        target.path_of(&candidate)
-                    )))
-                }
-            }
-        }
+        let candidate = place_under_free_name(
+            folder,
+            candidate,
+            |next| self.journal_paths(target, next),
+            |name| self.staging.place_folder(staged, target, name),
+        )
+        .map_err(|failed| fail(failed.describe("the job folder", target)))?;
         let names: Vec<String> = self
             .plan
             .iter()
