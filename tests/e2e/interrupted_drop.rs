@@ -30,6 +30,18 @@ pub fn earlier_journal(floor: &Floor, server: &ScriptedServer) -> Journal {
     journal
 }
 
+/// Delivery `id` of job `job`, files `a.pdf` (`/f/a`) and `b.pdf` (`/f/b`), leased for
+/// five more minutes, as a claim answer holds it.
+pub fn two_file_delivery(id: &str, job: &str, a: &[u8], b: &[u8]) -> serde_json::Value {
+    let mut claim = delivery(
+        id,
+        OffsetDateTime::now_utc() + time::Duration::minutes(5),
+        &[("a.pdf", "/f/a", a), ("b.pdf", "/f/b", b)],
+    );
+    claim["job"]["id"] = json!(job);
+    claim
+}
+
 /// Journals the claim of delivery `id` of job `job` with `a.pdf` and `b.pdf`; returns
 /// the hotfolder as the journal's agent names its staged files.
 pub fn claimed(
@@ -40,13 +52,7 @@ pub fn claimed(
     a: &[u8],
     b: &[u8],
 ) -> Hotfolder {
-    let mut claim = delivery(
-        id,
-        OffsetDateTime::now_utc() + time::Duration::minutes(5),
-        &[("a.pdf", "/f/a", a), ("b.pdf", "/f/b", b)],
-    );
-    claim["job"]["id"] = json!(job);
-    let claim: Delivery = serde_json::from_value(claim).unwrap();
+    let claim: Delivery = serde_json::from_value(two_file_delivery(id, job, a, b)).unwrap();
     journal.record_claim(&claim).unwrap();
     Hotfolder::new(hotfolder, &journal.instance().unwrap())
 }
@@ -147,13 +153,7 @@ async fn an_interrupted_drop_is_renewed_first_and_a_refused_renewal_moves_nothin
 #[tokio::test]
 async fn a_file_that_landed_before_a_failure_is_never_dropped_again() {
     let (a, b) = (sample_bytes(5000, 1), sample_bytes(7000, 2));
-    let now = OffsetDateTime::now_utc();
-    let mut again = delivery(
-        "d-again",
-        now + time::Duration::minutes(5),
-        &[("a.pdf", "/f/a", &a), ("b.pdf", "/f/b", &b)],
-    );
-    again["job"]["id"] = json!("J-again");
+    let again = two_file_delivery("d-again", "J-again", &a, &b);
     let server = ScriptedServer::builder()
         .file("/f/a", a.clone(), Duration::ZERO)
         .file("/f/b", b.clone(), Duration::ZERO)

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::interrupted_drop::{claimed, earlier_journal};
+use crate::interrupted_drop::{claimed, earlier_journal, two_file_delivery};
 use crate::scripted::*;
 use crate::support::*;
 
@@ -187,12 +187,7 @@ async fn a_ticket_cut_short_by_a_crash_ends_in_the_hotfolder_exactly_once() {
 #[tokio::test]
 async fn a_job_folder_left_in_staging_by_a_failed_attempt_does_not_block_the_next() {
     let (a, b) = (sample_bytes(5000, 1), sample_bytes(7000, 2));
-    let mut again = delivery(
-        "d-retry",
-        time::OffsetDateTime::now_utc() + time::Duration::minutes(5),
-        &[("a.pdf", "/f/a", &a), ("b.pdf", "/f/b", &b)],
-    );
-    again["job"]["id"] = serde_json::json!("J-retry");
+    let again = two_file_delivery("d-retry", "J-retry", &a, &b);
     let server = ScriptedServer::builder()
         .file("/f/a", a.clone(), Duration::ZERO)
         .file("/f/b", b.clone(), Duration::ZERO)

@@ -5,6 +5,7 @@
 use tracing::warn;
 
 use super::drop_step::{place_under_free_name, DropFailure, DropWork};
+use super::placement::triggered;
 use crate::agent::staging::Target;
 use crate::protocol::FileRole;
 use crate::ticket::{self, TicketFile, TicketFormat};
@@ -115,15 +116,18 @@ impl DropWork<'_> {
         {
             return Ok(());
         }
-        let mut units: Vec<&str> = match &self.placement.folder {
-            Some(_) => names
-                .iter()
-                .filter_map(|name| target.relative(name).split('/').next())
-                .take(1)
-                .collect(),
-            None => names.iter().map(|name| target.relative(name)).collect(),
-        };
-        units.extend(ticket.map(|path| target.relative(path)));
+        let landed: Vec<&str> = names.iter().map(|name| target.relative(name)).collect();
+        // In folder layout every landed path starts with the job folder's name.
+        let folder = self
+            .placement
+            .folder
+            .as_ref()
+            .and_then(|_| landed.first()?.split('/').next());
+        let units = triggered(
+            folder,
+            landed.iter().copied(),
+            ticket.map(|path| target.relative(path)),
+        );
         for unit in units {
             let trigger = rule.render(self.delivery, unit);
             match self.staging.touch(target, &trigger) {

@@ -122,18 +122,26 @@ pub(crate) fn plan(
 }
 
 impl Placement {
-    /// What gets a trigger file after it: the job folder, or each loose file and the
-    /// ticket beside them, by their planned names.
+    /// What gets a trigger file after it, by the planned names.
     pub(crate) fn triggered(&self) -> Vec<&str> {
-        match &self.folder {
-            Some(folder) => vec![folder.as_str()],
-            None => self
-                .names
-                .iter()
-                .chain(self.ticket.as_ref().map(|(_, name)| name))
-                .map(String::as_str)
-                .collect(),
-        }
+        triggered(
+            self.folder.as_deref(),
+            self.names.iter().map(String::as_str),
+            self.ticket.as_ref().map(|(_, name)| name.as_str()),
+        )
+    }
+}
+
+/// What gets a trigger file after it: the job folder, or each loose file and the
+/// ticket beside them. Planned names when a drop is checked, landed ones after it.
+pub(crate) fn triggered<'a>(
+    folder: Option<&'a str>,
+    files: impl IntoIterator<Item = &'a str>,
+    ticket: Option<&'a str>,
+) -> Vec<&'a str> {
+    match folder {
+        Some(folder) => vec![folder],
+        None => files.into_iter().chain(ticket).collect(),
     }
 }
 
